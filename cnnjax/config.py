@@ -1,0 +1,328 @@
+"""Experiment configs: loading, command-line overrides, validation, durations.
+
+An experiment is a Python file with a `get_config()` function returning an
+`ml_collections.ConfigDict`. Experiments start from `base_config()`, which
+defines every key the train loop reads, so that the returned config can be
+locked and a misspelt override is caught instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import importlib.util
+import math
+import os
+from typing import Any, Sequence
+
+import ml_collections
+
+from cnnjax.errors import CnnjaxError
+
+# Keys that may change between a run and its resumption without invalidating
+# its checkpoints: durations and bookkeeping, never the model or the data.
+RESUMABLE_KEYS = ("num_steps", "num_epochs", "log_every", "eval_every",
+                  "checkpoint_every", "keep_checkpoints", "progress_bar")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key the train loop understands, with defaults."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = ""  # A name from `cnnjax models`; other keys are overrides.
+
+  c.dataset = ml_collections.ConfigDict()
+  c.dataset.name = ""
+  c.dataset.data_dir = ""
+  c.dataset.download = False
+
+  c.batch_size = 128  # Global batch, over all devices.
+  c.eval_batch_size = 1000
+  # Duration: exactly one of num_steps / num_epochs is positive.
+  c.num_steps = 0
+  c.num_epochs = 0.0
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.name = "softmax_cross_entropy"
+  c.loss.label_smoothing = 0.0
+  c.loss.margin = 1.0  # multiclass_hinge only
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "sgd"
+  c.optimizer.learning_rate = 0.1
+  c.optimizer.momentum = 0.9  # momentum, nesterov
+  c.optimizer.b1 = 0.9  # adam, adamw
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-8
+  c.optimizer.decay = 0.9  # rmsprop: decay of the squared-gradient average
+  c.optimizer.rho = 0.9  # adadelta
+  # L2 weight decay (coupled, added to the gradient; decoupled for adamw) and
+  # an L1 penalty added to the loss. 'all' decays every parameter (PyTorch's
+  # default), 'kernels' only those with two or more dimensions.
+  c.optimizer.weight_decay = 0.0
+  c.optimizer.weight_decay_mask = "all"
+  c.optimizer.l1 = 0.0
+
+  c.schedule = ml_collections.ConfigDict()
+  c.schedule.name = "constant"  # constant|step|multistep|cosine|linear|plateau
+  c.schedule.warmup_steps = 0
+  c.schedule.warmup_epochs = 0.0
+  c.schedule.step_size = 0  # step: decay every step_size steps
+  c.schedule.step_size_epochs = 0.0
+  c.schedule.boundaries = ()  # multistep, in steps
+  c.schedule.boundary_epochs = ()  # multistep, in epochs
+  c.schedule.gamma = 0.1  # step, multistep: factor at each boundary
+  c.schedule.end_factor = 0.0  # cosine, linear: final lr / initial lr
+  c.schedule.patience = 10  # plateau, in epochs (of train-loss averages)
+  c.schedule.cooldown = 0
+  c.schedule.factor = 0.1
+
+  c.log_every = 100
+  c.eval_every = 1000  # 0: evaluate only at the end
+  c.checkpoint_every = 1000
+  c.keep_checkpoints = 3
+  c.best_metric = "test/accuracy"  # '' disables best-checkpoint tracking
+  c.best_mode = "max"
+  c.progress_bar = True
+
+  # What the experiment aims at: the published number it reproduces.
+  c.reference = ml_collections.ConfigDict()
+  c.reference.metric = ""  # e.g. 'test/accuracy'
+  c.reference.value = 0.0
+  c.reference.source = ""
+
+  # Shrinks any experiment to a few seconds (tests, `reproduce --smoke`).
+  c.smoke = False
+  c.smoke_steps = 12
+  return c
+
+
+# --------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: str | os.PathLike[str]) -> ml_collections.ConfigDict:
+  """Imports the experiment file at `path` and returns its locked config."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise CnnjaxError(f"config file '{path}' does not exist")
+  module_name = "cnnjax_experiment_" + os.path.splitext(
+      os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(module_name, path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except CnnjaxError:
+    raise
+  except Exception as e:  # A syntax or import error in the user's file.
+    raise CnnjaxError(
+        f"config file '{path}' failed to load: {type(e).__name__}: {e}") from e
+  if not hasattr(module, "get_config"):
+    raise CnnjaxError(f"config file '{path}' has no get_config() function")
+  config = module.get_config()
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise CnnjaxError(
+        f"get_config() in '{path}' must return an ml_collections.ConfigDict")
+  config.lock()
+  return config
+
+
+def config_from(this_file: str, sibling: str) -> ml_collections.ConfigDict:
+  """Loads a sibling experiment, for configs derived from another one."""
+  config = load_config(os.path.join(os.path.dirname(this_file), sibling))
+  config.unlock()
+  return config
+
+
+# --------------------------------------------------------------------------
+# Overrides: --config.a.b=value
+
+
+def _flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  keys = []
+  for k, v in config.items():
+    if isinstance(v, ml_collections.ConfigDict):
+      keys += _flat_keys(v, prefix + k + ".")
+    else:
+      keys.append(prefix + k)
+  return keys
+
+
+def _parse_value(text: str, current: Any, key: str) -> Any:
+  """Turns the text of an override into a value of the field's type."""
+  if isinstance(current, bool):
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+      return True
+    if lowered in ("false", "0", "no"):
+      return False
+    raise CnnjaxError(f"--config.{key} expects true or false, got '{text}'")
+  if isinstance(current, str):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = text
+  if isinstance(current, int):
+    if isinstance(value, int) and not isinstance(value, bool):
+      return value
+    if isinstance(value, float) and value.is_integer():
+      return int(value)
+    raise CnnjaxError(f"--config.{key} expects an integer, got '{text}'")
+  if isinstance(current, float):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      return float(value)
+    raise CnnjaxError(f"--config.{key} expects a number, got '{text}'")
+  if isinstance(current, (tuple, list)):
+    if not text.strip():
+      return ()
+    if isinstance(value, (tuple, list)):
+      return tuple(value)
+    # '1,2,3' parses as a tuple above; what is left is one item or bare words.
+    return tuple(_literal_or_text(t) for t in text.split(",") if t.strip())
+  return value  # None or another type: take the literal as it is.
+
+
+def _literal_or_text(text: str) -> Any:
+  try:
+    return ast.literal_eval(text.strip())
+  except (ValueError, SyntaxError):
+    return text.strip()
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Sequence[str]) -> ml_collections.ConfigDict:
+  """Applies 'a.b=value' (or '--config.a.b=value') strings to `config`."""
+  known = _flat_keys(config)
+  for item in overrides:
+    text = item[len("--config."):] if item.startswith("--config.") else item
+    if "=" not in text:
+      raise CnnjaxError(
+          f"override '{item}' needs a value, as in --config.{text}=VALUE")
+    key, raw = text.split("=", 1)
+    if key.startswith("model.") and key.count(".") == 1 and key not in known:
+      # Any field of the model may be overridden; create_model checks the name.
+      with config.model.unlocked():
+        config.model[key.split(".")[1]] = _literal_or_text(raw)
+      continue
+    if key not in known:
+      close = difflib.get_close_matches(key, known, n=1)
+      hint = f"; did you mean '{close[0]}'?" if close else ""
+      raise CnnjaxError(f"unknown config key '{key}'{hint}")
+    parent = config
+    *path, leaf = key.split(".")
+    for part in path:
+      parent = parent[part]
+    value = _parse_value(raw, parent[leaf], key)
+    with parent.ignore_type():
+      parent[leaf] = value
+  return config
+
+
+# --------------------------------------------------------------------------
+# Validation and durations
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises CnnjaxError for values that cannot work, before any work starts."""
+  if not config.model.name:
+    raise CnnjaxError("config.model.name is empty; see `cnnjax models`")
+  if not config.dataset.name:
+    raise CnnjaxError("config.dataset.name is empty")
+  if config.batch_size <= 0:
+    raise CnnjaxError(f"config.batch_size must be positive, got {config.batch_size}")
+  if config.eval_batch_size <= 0:
+    raise CnnjaxError(
+        f"config.eval_batch_size must be positive, got {config.eval_batch_size}")
+  if (config.num_steps > 0) == (config.num_epochs > 0):
+    raise CnnjaxError("set exactly one of config.num_steps and config.num_epochs "
+                      f"to a positive value (got {config.num_steps} and "
+                      f"{config.num_epochs})")
+  if config.num_steps < 0 or config.num_epochs < 0:
+    raise CnnjaxError("config.num_steps and config.num_epochs cannot be negative")
+  if config.optimizer.learning_rate <= 0:
+    raise CnnjaxError("config.optimizer.learning_rate must be positive, got "
+                      f"{config.optimizer.learning_rate}")
+  for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
+    if config[key] <= 0:
+      raise CnnjaxError(f"config.{key} must be positive, got {config[key]}")
+  if config.eval_every < 0:
+    raise CnnjaxError(f"config.eval_every cannot be negative, got {config.eval_every}")
+  if config.best_mode not in ("max", "min"):
+    raise CnnjaxError(f"config.best_mode must be 'max' or 'min', got '{config.best_mode}'")
+  if config.optimizer.weight_decay < 0 or config.optimizer.l1 < 0:
+    raise CnnjaxError("weight_decay and l1 must be non-negative")
+  if not 0.0 <= config.loss.label_smoothing < 1.0:
+    raise CnnjaxError("config.loss.label_smoothing must be in [0, 1), got "
+                      f"{config.loss.label_smoothing}")
+
+
+def apply_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """With config.smoke set, shrinks the run to a few steps; otherwise a no-op.
+
+  The dataset loaders also read `smoke` and generate or load less data.
+  """
+  if not config.smoke:
+    return config
+  with config.unlocked():
+    steps = config.smoke_steps
+    config.num_steps = steps
+    config.num_epochs = 0.0
+    config.log_every = max(1, min(config.log_every, steps // 3))
+    config.eval_every = max(1, steps // 2)
+    config.checkpoint_every = max(1, steps // 2)
+    config.eval_batch_size = min(config.eval_batch_size, 256)
+    config.batch_size = min(config.batch_size, 32)
+    config.schedule.warmup_steps = min(config.schedule.warmup_steps, steps // 4)
+    config.schedule.warmup_epochs = 0.0
+  return config
+
+
+@dataclasses.dataclass(frozen=True)
+class Durations:
+  """Every step count the loop and the schedules need, in steps."""
+  num_steps: int
+  steps_per_epoch: int
+  warmup_steps: int
+  step_size: int
+  boundaries: tuple[int, ...]
+
+
+def resolve_durations(config: ml_collections.ConfigDict,
+                      num_train_examples: int) -> Durations:
+  """The one place where epochs become steps."""
+  if num_train_examples < config.batch_size:
+    raise CnnjaxError(
+        f"the training split has {num_train_examples} examples, fewer than "
+        f"one batch of {config.batch_size}; lower config.batch_size")
+  steps_per_epoch = num_train_examples // config.batch_size
+
+  def to_steps(steps: int, epochs: float) -> int:
+    return int(steps) if steps else int(math.ceil(epochs * steps_per_epoch))
+
+  num_steps = to_steps(config.num_steps, config.num_epochs)
+  s = config.schedule
+  boundaries = tuple(int(b) for b in s.boundaries) or tuple(
+      int(math.ceil(e * steps_per_epoch)) for e in s.boundary_epochs)
+  return Durations(
+      num_steps=num_steps,
+      steps_per_epoch=steps_per_epoch,
+      warmup_steps=to_steps(s.warmup_steps, s.warmup_epochs),
+      step_size=to_steps(s.step_size, s.step_size_epochs),
+      boundaries=boundaries)
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+  """Flat keys whose values differ between two config dicts (as JSON)."""
+  diffs = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key), new.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      diffs += config_differences(a, b, prefix + key + ".")
+    elif a != b and not (isinstance(a, (list, tuple)) and
+                         isinstance(b, (list, tuple)) and list(a) == list(b)):
+      diffs.append(f"{prefix}{key}: {a!r} -> {b!r}")
+  return diffs
