@@ -1,0 +1,101 @@
+"""Model registry: every architecture behind one factory.
+
+    model = create_model('mnist1d_cnn', num_classes=10)
+    variables = model.init(rng, jnp.zeros((1, *model_input_shape('mnist1d_cnn'))))
+
+A registered entry is any callable returning a `flax.linen.Module` (a Module
+class, or a `functools.partial` of one); `create_model` passes the caller's
+keyword overrides to it, so overrides always win over the registered defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import inspect
+from typing import Callable
+
+import flax.linen as nn
+
+from cnnjax.errors import CnnjaxError
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  name: str
+  factory: Callable[..., nn.Module]
+  input_shape: tuple[int, ...]  # One example, without the batch axis.
+  description: str
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, *, input_shape: tuple[int, ...],
+                   description: str = ""):
+  """Decorator registering a Module class or factory under `name`."""
+
+  def decorator(factory):
+    if name in _REGISTRY:
+      raise ValueError(f"model '{name}' is registered twice")
+    doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
+    _REGISTRY[name] = ModelSpec(name, factory, tuple(input_shape), doc)
+    return factory
+
+  return decorator
+
+
+def _spec(name: str) -> ModelSpec:
+  _import_model_families()
+  if name not in _REGISTRY:
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
+        "; `cnnjax models` lists them")
+    raise CnnjaxError(f"unknown model '{name}'{hint}")
+  return _REGISTRY[name]
+
+
+def _module_fields(factory) -> set[str] | None:
+  """The keyword arguments a Module factory accepts, if they can be known."""
+  target = getattr(factory, "func", factory)  # functools.partial
+  if inspect.isclass(target) and dataclasses.is_dataclass(target):
+    return {f.name for f in dataclasses.fields(target) if f.init} - {
+        "parent", "name"}
+  return None
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+  """Builds the registered model `name`, with `overrides` for its fields."""
+  spec = _spec(name)
+  fields = _module_fields(spec.factory)
+  if fields is not None:
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+      raise CnnjaxError(
+          f"model '{name}' has no option {', '.join(repr(u) for u in unknown)}; "
+          f"its options are: {', '.join(sorted(fields))}")
+  try:
+    return spec.factory(**overrides)
+  except TypeError as e:
+    raise CnnjaxError(f"bad options for model '{name}': {e}") from e
+
+
+def list_models(pattern: str = "*") -> list[str]:
+  """Registered model names matching a glob pattern, sorted."""
+  _import_model_families()
+  return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def model_input_shape(name: str) -> tuple[int, ...]:
+  """The default input shape of one example (no batch axis)."""
+  return _spec(name).input_shape
+
+
+def model_description(name: str) -> str:
+  return _spec(name).description
+
+
+def _import_model_families() -> None:
+  # Importing the families registers their models.
+  from cnnjax.models import families  # noqa: F401
