@@ -1,0 +1,113 @@
+"""Datasets held in memory, placed on the device once, batched inside jit.
+
+A training batch is a pure function of the step number: the epoch's order is a
+permutation drawn from `fold_in(data_key, epoch)`, and the step's batch is one
+slice of it. So the input stream needs no state of its own, a resumed run sees
+exactly the batches an uninterrupted run would, and nothing crosses from the
+host to the device while training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnnjax.errors import CnnjaxError
+
+INPUT_KEYS = ("image", "tokens")  # 'image' is any dense input: (B, L, C) too.
+
+
+@dataclasses.dataclass
+class ArrayDataset:
+  """Named splits, each a dict of equal-length NumPy arrays with a 'label'."""
+  name: str
+  splits: dict[str, dict[str, np.ndarray]]
+  num_classes: int
+  train_split: str = "train"
+
+  def __post_init__(self):
+    if self.train_split not in self.splits:
+      raise CnnjaxError(f"dataset '{self.name}' has no '{self.train_split}' split")
+    for split, arrays in self.splits.items():
+      _check_split(self.name, split, arrays, self.num_classes)
+
+  @property
+  def eval_splits(self) -> list[str]:
+    return [s for s in self.splits if s != self.train_split]
+
+  @property
+  def input_key(self) -> str:
+    return input_key(self.splits[self.train_split])
+
+  def num_examples(self, split: str) -> int:
+    return len(self.splits[split]["label"])
+
+  @property
+  def input_shape(self) -> tuple[int, ...]:
+    return tuple(self.splits[self.train_split][self.input_key].shape[1:])
+
+
+def input_key(batch: Mapping[str, object]) -> str:
+  for key in INPUT_KEYS:
+    if key in batch:
+      return key
+  raise CnnjaxError(f"a batch needs one of the keys {INPUT_KEYS}, got {sorted(batch)}")
+
+
+def _check_split(name, split, arrays, num_classes):
+  if "label" not in arrays:
+    raise CnnjaxError(f"split '{split}' of dataset '{name}' has no labels")
+  key = input_key(arrays)
+  n = len(arrays["label"])
+  if n == 0:
+    raise CnnjaxError(f"split '{split}' of dataset '{name}' is empty")
+  for k, a in arrays.items():
+    if len(a) != n:
+      raise CnnjaxError(f"split '{split}' of dataset '{name}': '{k}' has {len(a)} "
+                        f"rows but 'label' has {n}")
+  labels = np.asarray(arrays["label"])
+  if labels.ndim == 1:
+    lo, hi = labels.min(), labels.max()
+    if lo < 0 or hi >= num_classes:
+      raise CnnjaxError(f"split '{split}' of dataset '{name}' has labels in "
+                        f"[{lo}, {hi}] but {num_classes} classes")
+  del key
+
+
+def train_batch(data: Mapping[str, jax.Array], step: jax.Array, *,
+                batch_size: int, data_key: jax.Array) -> dict[str, jax.Array]:
+  """The training batch of `step` (traceable): a slice of the epoch's order.
+
+  Examples that do not fill a last batch are left out of that epoch; since the
+  order changes every epoch, each example is still seen about equally often.
+  """
+  n = jax.tree.leaves(data)[0].shape[0]
+  steps_per_epoch = n // batch_size
+  epoch, position = jnp.divmod(step, steps_per_epoch)
+  order = jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
+  idx = jax.lax.dynamic_slice_in_dim(order, position * batch_size, batch_size)
+  return {k: jnp.take(v, idx, axis=0) for k, v in data.items()}
+
+
+def stack_eval_batches(arrays: Mapping[str, np.ndarray],
+                       batch_size: int) -> dict[str, np.ndarray]:
+  """Pads a split to whole batches and stacks them: (num_batches, B, ...).
+
+  A 'mask' entry marks the real examples, so padded rows count for nothing.
+  """
+  n = len(arrays["label"])
+  batch_size = min(batch_size, n)
+  num_batches = -(-n // batch_size)
+  pad = num_batches * batch_size - n
+  out = {}
+  for k, a in arrays.items():
+    a = np.asarray(a)
+    a = np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
+    out[k] = a.reshape(num_batches, batch_size, *a.shape[1:])
+  mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+  out["mask"] = mask.reshape(num_batches, batch_size)
+  return out
