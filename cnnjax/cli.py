@@ -1,0 +1,140 @@
+"""The `cnnjax` command: parse flags, call the library, turn user errors into one line.
+
+    cnnjax train --config experiments/mnist1d/cnn.py [--workdir DIR] [--config.a.b=value ...]
+    cnnjax eval --workdir DIR [--best]
+    cnnjax models [PATTERN]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from cnnjax.errors import CnnjaxError
+
+
+def default_workdir(config_path: str) -> str:
+  """runs/<experiment path below experiments/, without .py>."""
+  path = os.path.normpath(os.path.abspath(config_path))
+  parts = path.split(os.sep)
+  if "experiments" in parts:
+    idx = len(parts) - 1 - parts[::-1].index("experiments")
+    rel = os.path.join(*parts[idx + 1:])
+  else:
+    rel = os.path.basename(path)
+  return os.path.join("runs", os.path.splitext(rel)[0])
+
+
+def _format_metrics(metrics: dict) -> str:
+  parts = []
+  for k, v in metrics.items():
+    if isinstance(v, float) and "accuracy" in k:
+      parts.append(f"{k}={100 * v:.2f}%")
+    elif isinstance(v, float):
+      parts.append(f"{k}={v:.4f}")
+  return " ".join(parts)
+
+
+def cmd_train(args, overrides: list[str]) -> int:
+  from cnnjax import config as config_lib
+  from cnnjax.train.loop import train_and_evaluate
+
+  config = config_lib.load_config(args.config)
+  config_lib.apply_overrides(config, overrides)
+  workdir = args.workdir or default_workdir(args.config)
+  result = train_and_evaluate(config, workdir, config_path=args.config)
+  print(f"Finished {result['num_steps']} steps in {result['wall_time_s']:.1f} s: "
+        f"{_format_metrics(result['final'])}")
+  ref = result.get("reference")
+  if ref and "measured" in ref:
+    print(f"Published {ref['metric']}: {ref['value']} ({ref['source']}); "
+          f"measured: {ref['measured']:.4f}")
+  print(f"Outputs in {workdir}/ (result.json, metrics.jsonl, curves.png, checkpoints/)")
+  return 0
+
+
+def cmd_eval(args, overrides: list[str]) -> int:
+  if overrides:
+    raise CnnjaxError(f"eval takes no config overrides, got {' '.join(overrides)}")
+  from cnnjax.train.loop import evaluate_workdir
+
+  result = evaluate_workdir(args.workdir, which="best" if args.best else "latest")
+  print(json.dumps(result, indent=2))
+  return 0
+
+
+def cmd_models(args, overrides: list[str]) -> int:
+  del overrides
+  import jax
+  import jax.numpy as jnp
+
+  from cnnjax.models import (create_model, list_models, model_description,
+                             model_input_shape)
+
+  names = list_models(args.pattern)
+  if not names:
+    raise CnnjaxError(f"no model matches '{args.pattern}'")
+  rows = []
+  for name in names:
+    shape = model_input_shape(name)
+    model = create_model(name)
+    variables = jax.eval_shape(
+        lambda m=model, s=shape: m.init(jax.random.key(0), jnp.zeros((1, *s))))
+    params = sum(x.size for x in jax.tree.leaves(variables.get("params", {})))
+    rows.append((name, "x".join(map(str, shape)), f"{params:,}",
+                 model_description(name)))
+  widths = [max(len(r[i]) for r in rows + [("model", "input", "params", "")])
+            for i in range(3)]
+  print(f"{'model':<{widths[0]}}  {'input':<{widths[1]}}  {'params':>{widths[2]}}  description")
+  for r in rows:
+    print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}")
+  return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="cnnjax", description="Convolutional neural networks in JAX/Flax.",
+      allow_abbrev=False)
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  p = sub.add_parser("train", help="train an experiment (resumes from its workdir)",
+                     description="Overrides: --config.KEY=VALUE, e.g. "
+                     "--config.optimizer.learning_rate=0.01")
+  p.add_argument("--config", required=True, help="experiment file, e.g. "
+                 "experiments/mnist1d/cnn.py")
+  p.add_argument("--workdir", help="output directory (default: runs/<experiment>)")
+  p.set_defaults(func=cmd_train, takes_overrides=True)
+
+  p = sub.add_parser("eval", help="evaluate a run's latest or best checkpoint")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--best", action="store_true", help="use the best checkpoint")
+  p.set_defaults(func=cmd_eval, takes_overrides=False)
+
+  p = sub.add_parser("models", help="list registered models")
+  p.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'resnet*'")
+  p.set_defaults(func=cmd_models, takes_overrides=False)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  parser = build_parser()
+  args, rest = parser.parse_known_args(argv)
+  overrides = [a for a in rest if a.startswith("--config.")]
+  unknown = [a for a in rest if not a.startswith("--config.")]
+  if unknown or (overrides and not args.takes_overrides):
+    parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+  try:
+    return args.func(args, overrides)
+  except CnnjaxError as e:
+    print(f"cnnjax: error: {e}", file=sys.stderr)
+    return getattr(e, "exit_code", 2)
+  except KeyboardInterrupt:
+    print("cnnjax: interrupted", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())
