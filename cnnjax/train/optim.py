@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from typing import Callable
 
 import jax
@@ -29,7 +30,7 @@ def make_schedule(config, durations: Durations) -> optax.Schedule:
     raise CnnjaxError(f"unknown schedule '{s.name}' (known: {', '.join(SCHEDULES)})")
   if s.name in ("constant", "plateau"):
     main = optax.constant_schedule(lr)
-  elif s.name == "step":
+  elif s.name == "step":  # step_size counts from the end of the warmup
     if durations.step_size <= 0:
       raise CnnjaxError("schedule 'step' needs config.schedule.step_size "
                         "(or step_size_epochs) > 0")
@@ -39,9 +40,12 @@ def make_schedule(config, durations: Durations) -> optax.Schedule:
     if not durations.boundaries:
       raise CnnjaxError("schedule 'multistep' needs config.schedule.boundaries "
                         "(or boundary_epochs)")
-    # Boundaries are absolute steps; after a warmup the schedule restarts at 0.
+    # Boundaries are absolute steps; after a warmup the schedule restarts at 0,
+    # so boundaries inside the warmup all land on 0 and their factors multiply
+    # (as do repeated boundaries, like PyTorch's MultiStepLR).
+    shifted = collections.Counter(max(0, b - warmup) for b in durations.boundaries)
     main = optax.piecewise_constant_schedule(
-        lr, {max(0, b - warmup): s.gamma for b in durations.boundaries})
+        lr, {b: s.gamma ** n for b, n in shifted.items()})
   elif s.name == "cosine":
     main = optax.cosine_decay_schedule(lr, decay_steps, alpha=s.end_factor)
   else:  # linear
