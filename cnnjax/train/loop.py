@@ -161,6 +161,8 @@ class _SignalFlag:
 
   def _handle(self, signum, frame):
     del frame
+    if self.signum:  # A second signal: stop now, without waiting for the step.
+      raise KeyboardInterrupt
     self.signum = signum
 
   def __exit__(self, *exc):
