@@ -45,6 +45,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_steps = 0
   c.num_epochs = 0.0
 
+  # On-device augmentation of training images (see cnnjax/data/augment.py).
+  c.augment = ml_collections.ConfigDict()
+  c.augment.translate = 0  # random shift of up to this many pixels per axis
+  c.augment.flip = False  # random left-right mirror
+
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "softmax_cross_entropy"
   c.loss.label_smoothing = 0.0

@@ -14,11 +14,12 @@ from cnnjax.train import loop
 from conftest import CLI, EXPERIMENTS, REPO
 
 CNN = os.path.join(EXPERIMENTS, "mnist1d", "cnn.py")
-# A run long enough to be interrupted part-way: ~1,500 steps of 800 examples.
+# A run long enough to be interrupted part-way: 1,500 steps on 800 examples,
+# with augmentation on so that its random stream must resume exactly too.
 LONG = ["--config.dataset.num_samples=1000", "--config.batch_size=50",
         "--config.num_steps=1500", "--config.log_every=50",
         "--config.eval_every=250", "--config.checkpoint_every=100",
-        "--config.progress_bar=false"]
+        "--config.augment.translate=1", "--config.progress_bar=false"]
 
 
 def _run(args, env, **kw):

@@ -20,6 +20,7 @@ import numpy as np
 
 from cnnjax import config as config_lib
 from cnnjax.data import ArrayDataset, get_dataset, stack_eval_batches, train_batch
+from cnnjax.data.augment import augment_batch
 from cnnjax.errors import CnnjaxError
 from cnnjax.models import create_model
 from cnnjax.train import losses, optim, step as step_lib
@@ -81,10 +82,15 @@ def make_jitted(exp: Experiment):
   """The compiled functions of the loop: train (data selection fused in) and eval."""
   batch_size = exp.config.batch_size
   data_key = jax.random.fold_in(jax.random.key(exp.config.seed), 1)
+  augment_key = jax.random.fold_in(jax.random.key(exp.config.seed), 3)
+  augment = exp.config.augment
 
   def train(state, train_data, rng):
     batch = train_batch(train_data, state.step, batch_size=batch_size,
                         data_key=data_key)
+    if augment.translate or augment.flip:
+      batch = augment_batch(batch, jax.random.fold_in(augment_key, state.step),
+                            augment)
     return exp.train_step(state, batch, rng)
 
   def evaluate(state, stacked):
