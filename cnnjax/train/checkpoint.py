@@ -66,7 +66,12 @@ class Checkpointer:
     except (ValueError, KeyError, TypeError) as e:
       raise CnnjaxError(
           f"checkpoint {step} in '{self.directory}' does not match this model "
-          f"and optimizer ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+          f"and optimizer ({type(e).__name__}: {_first_line(e)})") from e
+    except Exception as e:  # Unreadable files: truncated, corrupt, missing.
+      raise CnnjaxError(
+          f"checkpoint {step} in '{self.directory}' cannot be read "
+          f"({type(e).__name__}: {_first_line(e)}); move that step's directory "
+          "away to resume from the one before it") from e
     return restored.state, dict(restored.meta)
 
   def wait(self) -> None:
@@ -74,3 +79,8 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _first_line(error: Exception) -> str:
+  text = str(error).strip()
+  return text.splitlines()[0] if text else "no details"

@@ -279,7 +279,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             f"saved in {workdir}; run the same command again to resume",
             stop.signum)
 
-  if start_step >= num_steps and not eval_metrics:  # Already finished.
+  finished_before = start_step >= num_steps
+  if finished_before:  # Nothing trained: report the restored state again.
     eval_metrics = _eval_all(eval_fn, state, eval_data)
   checkpointer.wait()
   best_step = checkpointer.best_step() if config.best_metric else None
@@ -294,7 +295,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       "seed": config.seed,
       "final": eval_metrics,
       "best_step": best_step,
-      "wall_time_s": round(elapsed(), 2),
+      "wall_time_s": round(elapsed_before if finished_before else elapsed(), 2),
       "device": device_description(),
       "versions": versions(),
       "smoke": bool(config.smoke),
