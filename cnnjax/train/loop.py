@@ -218,6 +218,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   def elapsed():
     return elapsed_before + time.perf_counter() - t_start
 
+  def check_finite(loss_sum, step):
+    if not math.isfinite(loss_sum):
+      last = checkpointer.latest_step()
+      raise CnnjaxError(
+          f"training diverged: the loss is {loss_sum} by step {step}; "
+          + (f"the last good checkpoint (step {last}) is kept in {workdir}"
+             if last else "no checkpoint was written") +
+          "; lower config.optimizer.learning_rate")
+
   def flush_train_metrics(step):
     nonlocal pending, last_log_time, last_log_step
     if not pending:
@@ -226,13 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     pending = []
     totals = {k: sum(float(m[k]) for m in host) for k in host[0]
               if k != "learning_rate"}
-    if not math.isfinite(totals["loss"]):
-      last = checkpointer.latest_step()
-      raise CnnjaxError(
-          f"training diverged: the loss is {totals['loss']} by step {step}; "
-          + (f"the last good checkpoint (step {last}) is kept in {workdir}"
-             if last else "no checkpoint was written") +
-          "; lower config.optimizer.learning_rate")
+    check_finite(totals["loss"], step)
     count = totals.pop("count")
     means = {f"train/{k}": v / count for k, v in totals.items()}
     means["train/learning_rate"] = float(host[-1]["learning_rate"])
@@ -244,40 +247,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   def save(step):
     nonlocal saved_step
-    flush_train_metrics(step)  # Never checkpoint a diverged state.
+    # Never checkpoint a diverged state (this waits for the pending steps).
+    check_finite(sum(float(m["loss"]) for m in jax.device_get(pending)), step)
     checkpointer.save(step, state, {"elapsed_s": elapsed(), "step": step},
                       metrics=eval_metrics if eval_metrics.get("step") == step
                       else None)
     saved_step = step
 
-  with _SignalFlag() as stop, tqdm(total=num_steps, initial=start_step,
-                                   unit="step", disable=not config.progress_bar,
-                                   dynamic_ncols=True, mininterval=0.5) as pbar:
-    step = start_step
-    while step < num_steps:
-      state, metrics = train_fn(state, train_data, rng)
-      pending.append(metrics)
-      step += 1
-      pbar.update(1)
-      last = step == num_steps
-      if step % config.log_every == 0 or last:
-        flush_train_metrics(step)
-      if (config.eval_every and step % config.eval_every == 0) or last:
-        eval_metrics = _eval_all(eval_fn, state, eval_data)
-        writer.write(step, eval_metrics)
-        eval_metrics["step"] = step
-      if step % config.checkpoint_every == 0 or last:
-        save(step)
-      if stop.signum and not last:
-        if saved_step != step:
+  try:
+    with _SignalFlag() as stop, tqdm(total=num_steps, initial=start_step,
+                                     unit="step", disable=not config.progress_bar,
+                                     dynamic_ncols=True, mininterval=0.5) as pbar:
+      step = start_step
+      while step < num_steps:
+        state, metrics = train_fn(state, train_data, rng)
+        pending.append(metrics)
+        step += 1
+        pbar.update(1)
+        last = step == num_steps
+        if step % config.log_every == 0 or last:
+          flush_train_metrics(step)
+        if (config.eval_every and step % config.eval_every == 0) or last:
+          eval_metrics = _eval_all(eval_fn, state, eval_data)
+          writer.write(step, eval_metrics)
+          eval_metrics["step"] = step
+        if step % config.checkpoint_every == 0 or last:
           save(step)
-        checkpointer.wait()
-        checkpointer.close()
-        writer.close()
-        raise TrainingInterrupted(
-            f"stopped by signal {stop.signum} at step {step}; the checkpoint is "
-            f"saved in {workdir}; run the same command again to resume",
-            stop.signum)
+        if stop.signum and not last:
+          if saved_step != step:
+            save(step)
+          raise TrainingInterrupted(
+              f"stopped by signal {stop.signum} at step {step}; the checkpoint is "
+              f"saved in {workdir}; run the same command again to resume",
+              stop.signum)
+  except BaseException:  # Errors, signals: finish the writes under way.
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
+    raise
 
   finished_before = start_step >= num_steps
   if finished_before:  # Nothing trained: report the restored state again.
