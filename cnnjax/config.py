@@ -217,14 +217,28 @@ def apply_overrides(config: ml_collections.ConfigDict,
       close = difflib.get_close_matches(key, known, n=1)
       hint = f"; did you mean '{close[0]}'?" if close else ""
       raise CnnjaxError(f"unknown config key '{key}'{hint}")
-    parent = config
-    *path, leaf = key.split(".")
-    for part in path:
-      parent = parent[part]
-    value = _parse_value(raw, parent[leaf], key)
-    with parent.ignore_type():
-      parent[leaf] = value
+    set_value(config, key, _parse_value(raw, get_value(config, key), key))
   return config
+
+
+def _parent(config: ml_collections.ConfigDict, key: str):
+  *path, leaf = key.split(".")
+  for part in path:
+    config = config[part]
+  return config, leaf
+
+
+def get_value(config: ml_collections.ConfigDict, key: str) -> Any:
+  """config['a.b.c'] for a dotted key (ml_collections has no dotted access)."""
+  parent, leaf = _parent(config, key)
+  return parent[leaf]
+
+
+def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+  """Sets a dotted key; the value's type may differ (e.g. a tuple for a list)."""
+  parent, leaf = _parent(config, key)
+  with parent.ignore_type():
+    parent[leaf] = value
 
 
 # --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ EXPERIMENTS = os.path.join(REPO, "experiments")
 
 def tiny_mnist1d_config(**changes):
   """The MNIST-1D CNN recipe on 1,000 generated signals, 40 steps."""
-  from cnnjax.config import load_config
+  from cnnjax.config import load_config, set_value
 
   config = load_config(os.path.join(EXPERIMENTS, "mnist1d", "cnn.py"))
   with config.unlocked():
@@ -23,11 +23,7 @@ def tiny_mnist1d_config(**changes):
     config.checkpoint_every = 20
     config.progress_bar = False
     for key, value in changes.items():
-      parent = config
-      *path, leaf = key.split(".")
-      for p in path:
-        parent = parent[p]
-      parent[leaf] = value
+      set_value(config, key, value)
   return config
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from cnnjax.config import base_config
 from cnnjax.config import resolve_durations
+from cnnjax.config import set_value
 from cnnjax.errors import CnnjaxError
 from cnnjax.train import optim
 
@@ -21,11 +22,7 @@ def _config(**changes):
   c.num_steps = 100
   c.optimizer.learning_rate = LR
   for key, value in changes.items():
-    parent = c
-    *path, leaf = key.split(".")
-    for part in path:
-      parent = parent[part]
-    parent[leaf] = value
+    set_value(c, key, value)
   return c
 
 
