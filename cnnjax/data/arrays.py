@@ -61,7 +61,7 @@ def input_key(batch: Mapping[str, object]) -> str:
 def _check_split(name, split, arrays, num_classes):
   if "label" not in arrays:
     raise CnnjaxError(f"split '{split}' of dataset '{name}' has no labels")
-  key = input_key(arrays)
+  input_key(arrays)  # Raises if the split has no input.
   n = len(arrays["label"])
   if n == 0:
     raise CnnjaxError(f"split '{split}' of dataset '{name}' is empty")
@@ -75,7 +75,6 @@ def _check_split(name, split, arrays, num_classes):
     if lo < 0 or hi >= num_classes:
       raise CnnjaxError(f"split '{split}' of dataset '{name}' has labels in "
                         f"[{lo}, {hi}] but {num_classes} classes")
-  del key
 
 
 def train_batch(data: Mapping[str, jax.Array], step: jax.Array, *,

@@ -139,12 +139,13 @@ def device_description() -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
   import flax
+  import jaxlib
   import optax
   import orbax.checkpoint
 
   import cnnjax
   return {"cnnjax": cnnjax.__version__, "jax": jax.__version__,
-          "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "",
+          "jaxlib": jaxlib.__version__,
           "flax": flax.__version__, "optax": optax.__version__,
           "orbax-checkpoint": orbax.checkpoint.__version__,
           "python": platform.python_version()}
@@ -324,9 +325,8 @@ def evaluate_workdir(workdir: str, *, which: str = "latest") -> dict[str, Any]:
   if not os.path.exists(path):
     raise CnnjaxError(f"'{workdir}' is not a cnnjax workdir (no config.json)")
   with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  # JSON turns tuples into lists; the model fields want tuples.
-  config = ml_collections.ConfigDict(_tuples(config.to_dict()))
+    # JSON turns tuples into lists; the model fields want tuples.
+    config = ml_collections.ConfigDict(_tuples(json.load(f)))
   exp = build_experiment(config)
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True,
                               best_metric=config.best_metric,
