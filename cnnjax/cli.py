@@ -93,6 +93,49 @@ def cmd_models(args, overrides: list[str]) -> int:
   return 0
 
 
+def _parse_shape(text: str) -> tuple[int, ...]:
+  try:
+    shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s)
+  except ValueError:
+    shape = ()
+  if not shape or any(s < 1 for s in shape):
+    raise CnnjaxError(f"--input-shape must be positive integers such as "
+                      f"224,224,3, not '{text}'")
+  return shape
+
+
+def _parse_option(text: str) -> tuple[str, object]:
+  import ast
+  key, sep, value = text.partition("=")
+  if not sep or not key:
+    raise CnnjaxError(f"--option takes FIELD=VALUE, not '{text}'")
+  try:
+    return key, ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return key, value
+
+
+def cmd_summary(args, overrides: list[str]) -> int:
+  del overrides
+  import jax.numpy as jnp
+
+  from cnnjax.analysis.summary import summarize, write_json
+
+  options = dict(_parse_option(o) for o in args.option)
+  if args.num_classes is not None:
+    options["num_classes"] = args.num_classes
+  if args.dtype != "float32":
+    options.setdefault("dtype", getattr(jnp, args.dtype))
+  summary = summarize(
+      args.model, _parse_shape(args.input_shape) if args.input_shape else None,
+      xla_flops=not args.no_xla, xla_memory_batch=args.xla_memory_batch,
+      **options)
+  print(summary.format())
+  if args.json:
+    write_json(summary, args.json)
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="cnnjax", description="Convolutional neural networks in JAX/Flax.",
@@ -115,6 +158,25 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("models", help="list registered models")
   p.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'resnet*'")
   p.set_defaults(func=cmd_models, takes_overrides=False)
+
+  p = sub.add_parser(
+      "summary", help="per-layer shapes, parameters, FLOPs, memory and "
+      "receptive fields of a model")
+  p.add_argument("model", help="a registered model (see `cnnjax models`)")
+  p.add_argument("--input-shape", help="one example without the batch axis, "
+                 "e.g. 224,224,3 (default: the model's registered shape)")
+  p.add_argument("--num-classes", type=int)
+  p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                 default="float32", help="computation dtype of the model")
+  p.add_argument("--option", action="append", default=[], metavar="FIELD=VALUE",
+                 help="any other model field, e.g. --option width=2")
+  p.add_argument("--xla-memory-batch", type=int, metavar="B",
+                 help="also compile a training step at batch B and report "
+                 "XLA's temporary memory per example (slow for big models)")
+  p.add_argument("--no-xla", action="store_true",
+                 help="skip XLA's FLOP count (counted FLOPs only)")
+  p.add_argument("--json", help="also write the summary as JSON here")
+  p.set_defaults(func=cmd_summary, takes_overrides=False)
   return parser
 
 
