@@ -1,0 +1,25 @@
+"""Building blocks: convolutions, pooling, activations, normalisation, heads.
+
+All layers take channels-last inputs with 1, 2 or 3 spatial dims:
+(B, W, C), (B, H, W, C) or (B, D, H, W, C).
+"""
+
+from cnnjax.layers.activations import (ACTIVATIONS, Maxout, PReLU,  # noqa: F401
+                                       elu, gelu, get_activation, identity,
+                                       leaky_relu, relu, sigmoid, silu, swish,
+                                       tanh)
+from cnnjax.layers.conv import (Conv, conv1d, conv1x1, conv2d,  # noqa: F401
+                                conv3d)
+from cnnjax.layers.heads import (ClassifierHead,  # noqa: F401
+                                 softmax_probabilities)
+from cnnjax.layers.normalization import (BatchNorm,  # noqa: F401
+                                         LocalResponseNorm,
+                                         TorchLikeBatchNorm, batch_norm,
+                                         local_response_norm)
+from cnnjax.layers.pooling import (AdaptiveAvgPool, AvgPool,  # noqa: F401
+                                   ChannelMaxPool, GlobalAvgPool,
+                                   GlobalMaxPool, LPPool, MaxPool,
+                                   adaptive_avg_pool, avg_pool,
+                                   channel_max_pool,
+                                   global_avg_pool, global_max_pool, lp_pool,
+                                   max_pool)

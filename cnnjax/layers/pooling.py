@@ -1,0 +1,229 @@
+"""Pooling over 1, 2 or 3 spatial dims of channels-last inputs.
+
+Inputs are (B, *spatial, C) with the number of spatial dims `x.ndim - 2`.
+Windows, strides and int paddings follow PyTorch: an int is the same in every
+spatial dim, `stride=None` means the window size, and an int padding `p` adds
+`p` on both sides of every spatial dim (zeros for average pooling, -inf for
+max pooling, so padding never wins a max). 'SAME' and 'VALID' are accepted
+too. Each function has a Linen module twin whose attributes (`window_shape`,
+`strides`, `padding`) analysis code can read through flax's interception.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jax import lax
+
+from cnnjax.errors import CnnjaxError
+from cnnjax.layers.conv import check_window_fits, normalize_padding, spatial_tuple
+
+
+def _spatial_ndim(x, what: str) -> int:
+  n = x.ndim - 2
+  if not 1 <= n <= 3:
+    raise CnnjaxError(f"{what} needs inputs of shape (B, 1 to 3 spatial dims, "
+                      f"C), got {x.shape}.")
+  return n
+
+
+def _window_args(x, window, stride, padding, what: str):
+  """Full-rank (window, strides, padding) for `lax.reduce_window`."""
+  n = _spatial_ndim(x, what)
+  window = spatial_tuple(window, n, f"{what} window")
+  strides = window if stride is None else spatial_tuple(stride, n,
+                                                        f"{what} stride")
+  padding = normalize_padding(padding, n)
+  if padding not in ("SAME", "VALID") and isinstance(padding, str):
+    raise CnnjaxError(f"{what} supports 'SAME', 'VALID' or numeric padding, "
+                      f"got {padding!r}.")
+  check_window_fits(x.shape[1:-1], window, padding, f"{what} window")
+  if not isinstance(padding, str):
+    padding = ((0, 0),) + padding + ((0, 0),)
+  return (1,) + window + (1,), (1,) + strides + (1,), padding
+
+
+def _lowest(dtype) -> Any:
+  """The identity of max: -inf for floats, the smallest integer otherwise.
+
+  A Python scalar, not an array: only then does `lax.reduce_window` see the
+  monoid and use `reduce_window_max`, which has a gradient.
+  """
+  if jnp.issubdtype(dtype, jnp.inexact):
+    return -float("inf")
+  return int(jnp.iinfo(dtype).min)
+
+
+def _zero(dtype) -> Any:
+  """The identity of addition as a Python scalar (see `_lowest`)."""
+  return 0.0 if jnp.issubdtype(dtype, jnp.inexact) else 0
+
+
+def max_pool(x, window, stride=None, padding: Any = "VALID"):
+  """Max over each window; padding is -inf. (B, *S, C) -> (B, *S', C)."""
+  dims, strides, pads = _window_args(x, window, stride, padding, "max_pool")
+  return lax.reduce_window(x, _lowest(x.dtype), lax.max, dims, strides, pads)
+
+
+def avg_pool(x, window, stride=None, padding: Any = "VALID",
+             count_include_pad: bool = True):
+  """Mean over each window, zero padded.
+
+  With `count_include_pad=True` (torch's default) every window is divided by
+  its full size, padding included; with False only by the number of real
+  input elements under it.
+  """
+  dims, strides, pads = _window_args(x, window, stride, padding, "avg_pool")
+  zero = _zero(x.dtype)
+  total = lax.reduce_window(x, zero, lax.add, dims, strides, pads)
+  if count_include_pad or pads == "VALID":
+    return total / math.prod(dims)
+  ones = jnp.ones(x.shape[1:-1], x.dtype)[None, ..., None]  # (1, *S, 1)
+  count = lax.reduce_window(ones, zero, lax.add, dims, strides, pads)
+  return total / count
+
+
+def lp_pool(x, p: float, window, stride=None):
+  """Power-average pooling as torch's LPPool: (sum over window of x^p)^(1/p).
+
+  There is no padding. Like torch, no absolute value is taken: odd `p` with
+  negative inputs can give a negative sum, whose fractional root is NaN (as
+  in torch); use non-negative inputs (e.g. after a ReLU) or an even `p`.
+  p=1 is sum pooling, p=2 the Euclidean norm of the window, p -> inf max
+  pooling (for non-negative inputs).
+  """
+  if p <= 0:
+    raise CnnjaxError(f"lp_pool needs a positive power p, got {p!r}.")
+  dims, strides, pads = _window_args(x, window, stride, "VALID", "lp_pool")
+  total = lax.reduce_window(x ** p, _zero(x.dtype), lax.add, dims, strides,
+                            pads)
+  return total ** (1.0 / p)
+
+
+def global_avg_pool(x, keepdims: bool = False):
+  """Mean over all spatial dims: (B, *S, C) -> (B, C), or (B, 1.., C)."""
+  _spatial_ndim(x, "global_avg_pool")
+  return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)), keepdims=keepdims)
+
+
+def global_max_pool(x, keepdims: bool = False):
+  """Max over all spatial dims: (B, *S, C) -> (B, C), or (B, 1.., C)."""
+  _spatial_ndim(x, "global_max_pool")
+  return jnp.max(x, axis=tuple(range(1, x.ndim - 1)), keepdims=keepdims)
+
+
+def _adaptive_matrix(size_in: int, size_out: int):
+  """(out, in) averaging weights of PyTorch's adaptive bins: bin i covers
+  [floor(i * in / out), ceil((i + 1) * in / out))."""
+  m = np.zeros((size_out, size_in), np.float32)
+  for i in range(size_out):
+    lo = (i * size_in) // size_out
+    hi = -((-(i + 1) * size_in) // size_out)
+    m[i, lo:hi] = 1.0 / (hi - lo)
+  return m
+
+
+def adaptive_avg_pool(x, output_size):
+  """Average pooling to a fixed spatial size, with PyTorch's bins.
+
+  torchvision's VGG and AlexNet pool to 7x7 / 6x6 this way before their
+  classifiers so that any input size works; when the input already has the
+  output size this is the identity, and a smaller input is repeated.
+  """
+  n = _spatial_ndim(x, "adaptive_avg_pool")
+  output_size = spatial_tuple(output_size, n, "adaptive_avg_pool output size")
+  for axis, size_out in enumerate(output_size, start=1):
+    size_in = x.shape[axis]
+    if size_in == size_out:
+      continue
+    m = jnp.asarray(_adaptive_matrix(size_in, size_out), x.dtype)
+    x = jnp.moveaxis(jnp.tensordot(x, m, axes=([axis], [1])), -1, axis)
+  return x
+
+
+def channel_max_pool(x, pool_size: int):
+  """Cross-channel max pooling: max over groups of `pool_size` channels.
+
+  Channels [0, pool_size) give output channel 0, the next `pool_size`
+  channel 1, and so on: (..., C) -> (..., C // pool_size). Works on any
+  channels-last input.
+  """
+  channels = x.shape[-1]
+  if not isinstance(pool_size, int) or pool_size < 1 or channels % pool_size:
+    raise CnnjaxError(f"channel_max_pool: pool_size={pool_size!r} must be a "
+                      f"positive int that divides the {channels} channels.")
+  x = x.reshape(x.shape[:-1] + (channels // pool_size, pool_size))
+  return jnp.max(x, axis=-1)
+
+
+class MaxPool(nn.Module):
+  """`max_pool` as a module; MaxPool(3, 2) is AlexNet's overlapping pooling."""
+  window_shape: Any
+  strides: Any = None
+  padding: Any = "VALID"
+
+  def __call__(self, x):
+    return max_pool(x, self.window_shape, self.strides, self.padding)
+
+
+class AvgPool(nn.Module):
+  """`avg_pool` as a module."""
+  window_shape: Any
+  strides: Any = None
+  padding: Any = "VALID"
+  count_include_pad: bool = True
+
+  def __call__(self, x):
+    return avg_pool(x, self.window_shape, self.strides, self.padding,
+                    self.count_include_pad)
+
+
+class LPPool(nn.Module):
+  """`lp_pool` as a module (no padding, so `padding` is always 'VALID')."""
+  p: float
+  window_shape: Any
+  strides: Any = None
+
+  @property
+  def padding(self) -> str:
+    return "VALID"
+
+  def __call__(self, x):
+    return lp_pool(x, self.p, self.window_shape, self.strides)
+
+
+class GlobalAvgPool(nn.Module):
+  """`global_avg_pool` as a module."""
+  keepdims: bool = False
+
+  def __call__(self, x):
+    return global_avg_pool(x, self.keepdims)
+
+
+class GlobalMaxPool(nn.Module):
+  """`global_max_pool` as a module."""
+  keepdims: bool = False
+
+  def __call__(self, x):
+    return global_max_pool(x, self.keepdims)
+
+
+class ChannelMaxPool(nn.Module):
+  """`channel_max_pool` as a module."""
+  pool_size: int
+
+  def __call__(self, x):
+    return channel_max_pool(x, self.pool_size)
+
+
+class AdaptiveAvgPool(nn.Module):
+  """`adaptive_avg_pool` as a module."""
+  output_size: Any
+
+  def __call__(self, x):
+    return adaptive_avg_pool(x, self.output_size)
