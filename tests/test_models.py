@@ -21,6 +21,27 @@ PARAMS = {
     "lenet5": 61_706,
     "lenet5_relu": 61_706,
 }
+# ImageNet models, pinned for 1000 classes and 224x224x3 (torchvision's counts;
+# vgg*_bn keep their conv biases as torchvision does; LRN has no parameters).
+PARAMS_1000 = {
+    "vgg11": 132_863_336, "vgg11_bn": 132_868_840,
+    "vgg11_lrn": 132_863_336, "vgg11_lrn_bn": 132_868_840,
+    "vgg13": 133_047_848, "vgg13_bn": 133_053_736,
+    # Config C: the third convolution of stages 3-5 is 1x1.
+    "vgg16_1x1": 133_638_952, "vgg16_1x1_bn": 133_647_400,
+    "vgg16": 138_357_544, "vgg16_bn": 138_365_992,
+    "vgg19": 143_667_240, "vgg19_bn": 143_678_248,
+}
+# Smaller stand-ins for the gradient test, so that it stays fast on a CPU:
+# (input shape, overrides). Parameter counts above use the real sizes.
+SMALL = {name: ((32, 32, 3), {"hidden": 32}) for name in PARAMS_1000}
+# Compiling a deep network's init and gradient costs seconds on a CPU, so the
+# gradient test runs one member per code path of a family: the others differ
+# only in stage lists, which the parameter counts and `summarize` (every
+# model, test_analysis.py) check.
+GRADIENT_REPRESENTATIVES = [
+    n for n in list_models()
+    if not n.startswith("vgg") or n in ("vgg11_lrn_bn", "vgg16_1x1")]
 
 
 def _count(tree):
@@ -28,21 +49,23 @@ def _count(tree):
 
 
 def test_every_model_has_a_pinned_count():
-  assert sorted(PARAMS) == list_models()
+  assert sorted({**PARAMS, **PARAMS_1000}) == list_models()
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_parameter_count(name):
-  model = create_model(name, num_classes=10)
+  classes = 1000 if name in PARAMS_1000 else 10
+  model = create_model(name, num_classes=classes)
   x = jnp.zeros((1, *model_input_shape(name)))
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
-  assert _count(variables["params"]) == PARAMS[name]
+  assert _count(variables["params"]) == {**PARAMS, **PARAMS_1000}[name]
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", GRADIENT_REPRESENTATIVES)
 def test_forward_and_every_parameter_gets_a_gradient(name):
-  model = create_model(name, num_classes=7)
-  x = jax.random.normal(jax.random.key(1), (3, *model_input_shape(name)))
+  shape, overrides = SMALL.get(name, (model_input_shape(name), {}))
+  model = create_model(name, num_classes=7, **overrides)
+  x = jax.random.normal(jax.random.key(1), (3, *shape))
   variables = jax.jit(model.init)(jax.random.key(0), x)
   logits = jax.jit(model.apply)(variables, x)
   assert logits.shape == (3, 7)
@@ -96,7 +119,8 @@ def test_lenet5_layer_shapes():
                          capture_intermediates=True, mutable=["intermediates"])
   shapes = {k: v["__call__"][0].shape for k, v in inter["intermediates"].items()
             if k != "__call__"}
-  assert shapes == {"c1": (2, 28, 28, 6), "c3": (2, 10, 10, 16), "c5": (2, 120),
+  assert shapes == {"c1": (2, 28, 28, 6), "s2": (2, 14, 14, 6),
+                    "c3": (2, 10, 10, 16), "s4": (2, 5, 5, 16), "c5": (2, 120),
                     "f6": (2, 84), "head": (2, 10)}
 
 

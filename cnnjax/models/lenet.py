@@ -8,6 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnjax import layers
 from cnnjax.models.registry import register_model
 
 _ACTIVATIONS = {"tanh": jnp.tanh, "relu": nn.relu, "sigmoid": nn.sigmoid}
@@ -32,15 +33,15 @@ class LeNet5(nn.Module):
   def __call__(self, x, *, train: bool = False):
     del train
     act = _ACTIVATIONS[self.activation]
-    pool = {"avg": nn.avg_pool, "max": nn.max_pool}[self.pooling]
+    pool = {"avg": layers.AvgPool, "max": layers.MaxPool}[self.pooling]
     conv = functools.partial(nn.Conv, kernel_size=(5, 5), padding="VALID",
                              dtype=self.dtype, param_dtype=self.param_dtype)
     dense = functools.partial(nn.Dense, dtype=self.dtype,
                               param_dtype=self.param_dtype)
     x = act(conv(6, name="c1")(x))  # (B, 28, 28, 6)
-    x = pool(x, (2, 2), strides=(2, 2))  # (B, 14, 14, 6)
+    x = pool(2, 2, name="s2")(x)  # (B, 14, 14, 6)
     x = act(conv(16, name="c3")(x))  # (B, 10, 10, 16)
-    x = pool(x, (2, 2), strides=(2, 2))  # (B, 5, 5, 16)
+    x = pool(2, 2, name="s4")(x)  # (B, 5, 5, 16)
     x = x.reshape((x.shape[0], -1))
     x = act(dense(120, name="c5")(x))
     x = act(dense(84, name="f6")(x))

@@ -1,0 +1,105 @@
+"""VGG (Simonyan & Zisserman, 2015): configurations A, A-LRN, B, C, D and E.
+
+Each configuration is a list of stages; a stage is a list of convolution
+kernel sizes (all stride 1, 'same' padding, ReLU) followed by 2x2/2 max
+pooling. Table 1 of the paper:
+
+  A (VGG-11)  64 | 128 | 256 256 | 512 512 | 512 512
+  B (VGG-13)  two convolutions in each of the first two stages
+  C (VGG-16)  B plus a third, 1x1, convolution in stages 3-5
+  D (VGG-16)  B plus a third 3x3 convolution in stages 3-5
+  E (VGG-19)  four 3x3 convolutions in stages 3-5
+
+then FC-4096, FC-4096 (ReLU, dropout 0.5) and FC-classes. A-LRN adds Local
+Response Normalization after the first convolution. `batch_norm=True` puts
+BatchNorm after every convolution (the torchvision `_bn` variants).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cnnjax import layers
+from cnnjax.models.registry import register_model
+
+_WIDTHS = (64, 128, 256, 512, 512)
+
+# Kernel sizes of the convolutions in each of the five stages.
+VGG_STAGES = {
+    "A": ((3,), (3,), (3, 3), (3, 3), (3, 3)),
+    "B": ((3, 3), (3, 3), (3, 3), (3, 3), (3, 3)),
+    "C": ((3, 3), (3, 3), (3, 3, 1), (3, 3, 1), (3, 3, 1)),
+    "D": ((3, 3), (3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3)),
+    "E": ((3, 3), (3, 3), (3, 3, 3, 3), (3, 3, 3, 3), (3, 3, 3, 3)),
+}
+
+
+class VGG(nn.Module):
+  """A VGG network; the classifier takes the flattened 7x7x512 maps of a
+  224x224 image, and other sizes are average-pooled to 7x7 first."""
+  stages: Sequence[Sequence[int]] = VGG_STAGES["D"]
+  widths: Sequence[int] = _WIDTHS
+  num_classes: int = 1000
+  lrn: bool = False  # A-LRN: LRN (AlexNet's constants) after the first conv.
+  batch_norm: bool = False
+  hidden: int = 4096
+  dropout_rate: float = 0.5
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    # Convolutions keep their biases under BatchNorm too, as torchvision's
+    # vgg*_bn do, so that parameter counts match theirs.
+    conv = functools.partial(layers.Conv, padding="SAME", dtype=self.dtype,
+                             param_dtype=self.param_dtype)
+    norm = functools.partial(layers.TorchLikeBatchNorm,
+                             use_running_average=not train, dtype=self.dtype,
+                             param_dtype=self.param_dtype)
+    dense = functools.partial(nn.Dense, dtype=self.dtype,
+                              param_dtype=self.param_dtype)
+    x = x.astype(self.dtype)
+    for s, (kernels, width) in enumerate(zip(self.stages, self.widths)):
+      for c, k in enumerate(kernels):
+        name = f"conv{s + 1}_{c + 1}"
+        x = conv(width, kernel_size=k, name=name)(x)
+        if self.batch_norm:
+          x = norm(name=f"{name}_bn")(x)
+        x = nn.relu(x)
+        if self.lrn and s == 0 and c == 0:
+          x = layers.LocalResponseNorm(name="lrn")(x)
+      x = layers.MaxPool(2, 2, name=f"pool{s + 1}")(x)
+    # As torchvision: other input sizes are pooled (or repeated) to 7x7, so
+    # the classifier keeps its 7*7*512 inputs; at 224x224 this does nothing.
+    x = layers.adaptive_avg_pool(x, 7)
+    x = x.reshape(x.shape[0], -1)
+    for i in (6, 7):
+      x = nn.relu(dense(self.hidden, name=f"fc{i}")(x))
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return dense(self.num_classes, name="fc8")(x)
+
+
+def _register(name, config, description, **fields):
+  register_model(name, input_shape=(224, 224, 3), description=description)(
+      functools.partial(VGG, stages=VGG_STAGES[config], **fields))
+
+
+for _bn in (False, True):
+  _suffix = "_bn" if _bn else ""
+  _with = " with BatchNorm" if _bn else ""
+  _register(f"vgg11{_suffix}", "A", f"VGG-11 (config A){_with}",
+            batch_norm=_bn)
+  _register(f"vgg11_lrn{_suffix}", "A",
+            f"VGG-11 with LRN (config A-LRN){_with}", lrn=True, batch_norm=_bn)
+  _register(f"vgg13{_suffix}", "B", f"VGG-13 (config B){_with}",
+            batch_norm=_bn)
+  _register(f"vgg16_1x1{_suffix}", "C",
+            f"VGG-16 with 1x1 convolutions (config C){_with}", batch_norm=_bn)
+  _register(f"vgg16{_suffix}", "D", f"VGG-16 (config D){_with}",
+            batch_norm=_bn)
+  _register(f"vgg19{_suffix}", "E", f"VGG-19 (config E){_with}",
+            batch_norm=_bn)
