@@ -252,7 +252,7 @@ def _input_spec(model_name, input_shape, dtype):
 
 
 def summarize(model: nn.Module | str, input_shape: Sequence[int] | None = None,
-              *, dtype=jnp.float32, xla_flops: bool = True,
+              *, dtype=None, xla_flops: bool = True,
               xla_memory_batch: int | None = None,
               **model_overrides) -> ModelSummary:
   """Summarizes `model` (a Module or a registered name) on one example.
@@ -262,7 +262,8 @@ def summarize(model: nn.Module | str, input_shape: Sequence[int] | None = None,
       `model_overrides`).
     input_shape: one example's shape without the batch axis; defaults to the
       registered input shape.
-    dtype: the input dtype (integer for token models).
+    dtype: the input dtype; by default the registered one (int32 for token
+      models), else float32.
     xla_flops: also ask XLA's cost analysis for the forward FLOPs (lowering
       only; nothing is compiled).
     xla_memory_batch: if given, compile a training step (gradient of the
@@ -271,15 +272,19 @@ def summarize(model: nn.Module | str, input_shape: Sequence[int] | None = None,
   """
   name = model if isinstance(model, str) else type(model).__name__
   if isinstance(model, str):
-    from cnnjax.models import create_model
+    from cnnjax.models import create_model, model_input_dtype
+    if dtype is None:
+      dtype = model_input_dtype(model)
     model = create_model(model, **model_overrides)
+  dtype = jnp.float32 if dtype is None else dtype
   input_shape, x = _input_spec(name if isinstance(name, str) else None,
                                input_shape, dtype)
   try:
     variables = jax.eval_shape(
         lambda a: model.init(jax.random.key(0), a, train=False), x)
-  except CnnjaxError:
-    raise
+  except CnnjaxError as e:
+    raise CnnjaxError(f"model '{name}' cannot take an input of shape "
+                      f"{input_shape}: {e}") from None
   except Exception as e:  # pylint: disable=broad-except
     # Whatever breaks while shaping a model on a user-chosen input shape is
     # most likely that shape (a filter larger than a feature map, ...).

@@ -152,7 +152,7 @@ def get_activation(name: str, **kwargs: Any) -> Callable[..., Any]:
   """
   key = name.lower() if isinstance(name, str) else name
   if key not in ACTIVATIONS:
-    raise CnnjaxError(f"Unknown activation {name!r}; known: "
+    raise CnnjaxError(f"unknown activation {name!r}; known: "
                       f"{', '.join(sorted(ACTIVATIONS))}.")
   fn = ACTIVATIONS[key]
   if not kwargs:
@@ -160,6 +160,6 @@ def get_activation(name: str, **kwargs: Any) -> Callable[..., Any]:
   try:
     inspect.signature(fn).bind(None, **kwargs)
   except TypeError:
-    raise CnnjaxError(f"Activation {name!r} does not accept the arguments "
+    raise CnnjaxError(f"activation {name!r} does not accept the arguments "
                       f"{sorted(kwargs)}.") from None
   return functools.partial(fn, **kwargs)

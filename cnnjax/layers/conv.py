@@ -142,7 +142,7 @@ class Conv(nn.Conv):
     """Convolves (B, *spatial, C) inputs into (B, *spatial', features)."""
     n = len(self.kernel_size)
     if inputs.ndim < n + 1:
-      raise CnnjaxError(f"A {n}D convolution needs inputs of shape "
+      raise CnnjaxError(f"a {n}D convolution needs inputs of shape "
                         f"(B, {n} spatial dims..., C), got {inputs.shape}.")
     in_features = inputs.shape[-1]
     groups = self.feature_group_count

@@ -34,7 +34,7 @@ class LeNet5(nn.Module):
     del train
     act = _ACTIVATIONS[self.activation]
     pool = {"avg": layers.AvgPool, "max": layers.MaxPool}[self.pooling]
-    conv = functools.partial(nn.Conv, kernel_size=(5, 5), padding="VALID",
+    conv = functools.partial(layers.Conv, kernel_size=5, padding="VALID",
                              dtype=self.dtype, param_dtype=self.param_dtype)
     dense = functools.partial(nn.Dense, dtype=self.dtype,
                               param_dtype=self.param_dtype)

@@ -27,20 +27,26 @@ class ModelSpec:
   factory: Callable[..., nn.Module]
   input_shape: tuple[int, ...]  # One example, without the batch axis.
   description: str
+  input_dtype: str = "float32"  # 'int32' for token ids (text models).
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(name: str, *, input_shape: tuple[int, ...],
-                   description: str = ""):
-  """Decorator registering a Module class or factory under `name`."""
+                   description: str = "", input_dtype: str = "float32"):
+  """Decorator registering a Module class or factory under `name`.
+
+  `input_shape` is one example without the batch axis; `input_dtype` is
+  'float32' for images and signals, 'int32' for token ids.
+  """
 
   def decorator(factory):
     if name in _REGISTRY:
       raise ValueError(f"model '{name}' is registered twice")
     doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
-    _REGISTRY[name] = ModelSpec(name, factory, tuple(input_shape), doc)
+    _REGISTRY[name] = ModelSpec(name, factory, tuple(input_shape), doc,
+                                input_dtype)
     return factory
 
   return decorator
@@ -90,6 +96,11 @@ def list_models(pattern: str = "*") -> list[str]:
 def model_input_shape(name: str) -> tuple[int, ...]:
   """The default input shape of one example (no batch axis)."""
   return _spec(name).input_shape
+
+
+def model_input_dtype(name: str) -> str:
+  """'float32' for images and signals, 'int32' for token ids."""
+  return _spec(name).input_dtype
 
 
 def model_description(name: str) -> str:

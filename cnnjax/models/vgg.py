@@ -43,7 +43,7 @@ class VGG(nn.Module):
   224x224 image, and other sizes are average-pooled to 7x7 first."""
   stages: Sequence[Sequence[int]] = VGG_STAGES["D"]
   widths: Sequence[int] = _WIDTHS
-  num_classes: int = 1000
+  num_classes: int = 1000  # 0: no classifier, return the FC7 features.
   lrn: bool = False  # A-LRN: LRN (AlexNet's constants) after the first conv.
   batch_norm: bool = False
   hidden: int = 4096
@@ -80,7 +80,9 @@ class VGG(nn.Module):
     for i in (6, 7):
       x = nn.relu(dense(self.hidden, name=f"fc{i}")(x))
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return dense(self.num_classes, name="fc8")(x)
+    if not self.num_classes:  # No classifier: the FC7 features.
+      return x
+    return dense(self.num_classes, name="head")(x)  # The paper's FC8.
 
 
 def _register(name, config, description, **fields):
