@@ -54,6 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.name = "softmax_cross_entropy"
   c.loss.label_smoothing = 0.0
   c.loss.margin = 1.0  # multiclass_hinge only
+  # Weight of each auxiliary classifier's loss, for models that return
+  # (logits, aux_logits, ...) in training (GoogLeNet: 0.3).
+  c.loss.aux_weight = 0.3
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "sgd"
@@ -70,6 +73,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 0.0
   c.optimizer.weight_decay_mask = "all"
   c.optimizer.l1 = 0.0
+  # Max-norm constraint (Kim 2014: 3 on the output layer): after every update
+  # each unit's incoming weight vector in the named Dense layers is rescaled
+  # to L2 norm <= max_norm. 0 turns it off.
+  c.optimizer.max_norm = 0.0
+  c.optimizer.max_norm_layers = "head"
 
   c.schedule = ml_collections.ConfigDict()
   c.schedule.name = "constant"  # constant|step|multistep|cosine|linear|plateau
@@ -274,6 +282,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise CnnjaxError(f"config.best_mode must be 'max' or 'min', got '{config.best_mode}'")
   if config.optimizer.weight_decay < 0 or config.optimizer.l1 < 0:
     raise CnnjaxError("weight_decay and l1 must be non-negative")
+  if config.optimizer.max_norm < 0 or config.loss.aux_weight < 0:
+    raise CnnjaxError("config.optimizer.max_norm and config.loss.aux_weight "
+                      "must be non-negative")
   if not 0.0 <= config.loss.label_smoothing < 1.0:
     raise CnnjaxError("config.loss.label_smoothing must be in [0, 1), got "
                       f"{config.loss.label_smoothing}")

@@ -168,3 +168,68 @@ def test_a_corrupt_checkpoint_is_one_sentence_and_nothing_is_deleted(tmp_path):
   with pytest.raises(CnnjaxError, match="checkpoint 20 in .* cannot be read|does not match"):
     loop.train_and_evaluate(tiny_mnist1d_config(), str(tmp_path))
   assert os.path.isdir(step_dir)  # the user's data stays where it was
+
+
+def test_max_norm_caps_each_units_incoming_weights():
+  from cnnjax.train.step import max_norm
+
+  kernel = jnp.array([[3.0, 0.1], [4.0, 0.2]])  # Column norms 5 and ~0.22.
+  params = {"head": {"kernel": kernel, "bias": jnp.array([9.0, 9.0])},
+            "body": {"kernel": kernel}}
+  out = max_norm(params, 3.0, ["head"])
+  np.testing.assert_allclose(out["head"]["kernel"][:, 0], [1.8, 2.4], rtol=1e-6)
+  np.testing.assert_array_equal(out["head"]["kernel"][:, 1], kernel[:, 1])
+  np.testing.assert_array_equal(out["head"]["bias"], [9.0, 9.0])
+  assert out["body"]["kernel"] is kernel
+
+
+def test_max_norm_in_training_and_a_missing_layer():
+  exp = _experiment(**{"optimizer.max_norm": 0.05,
+                       "optimizer.learning_rate": 1.0})
+  batch = {k: jnp.asarray(v[:50]) for k, v in exp.dataset.splits["train"].items()}
+  state, _ = jax.jit(exp.train_step)(exp.state, batch, jax.random.key(0))
+  norms = jnp.linalg.norm(state.params["head"]["kernel"], axis=0)
+  assert float(norms.max()) <= 0.05 + 1e-6
+  with pytest.raises(CnnjaxError, match="max_norm_layers names fc"):
+    _experiment(**{"optimizer.max_norm": 3.0,
+                   "optimizer.max_norm_layers": "fc"})
+
+
+def test_auxiliary_outputs_add_weighted_losses():
+  import flax.linen as nn
+  import optax
+
+  from cnnjax.train.state import TrainState
+  from cnnjax.train.step import make_train_step
+
+  class TwoHeads(nn.Module):
+    @nn.compact
+    def __call__(self, x, *, train=False):
+      main = nn.Dense(3, name="head")(x)
+      if train:
+        return main, nn.Dense(3, name="aux")(x)
+      return main
+
+  model = TwoHeads()
+  x = jax.random.normal(jax.random.key(0), (4, 5))
+  batch = {"image": x, "label": jnp.array([0, 1, 2, 0])}
+  variables = model.init(jax.random.key(1), x, train=True)
+  state = TrainState.create(apply_fn=model.apply, variables=variables,
+                            tx=optax.sgd(1.0))
+  ce = lambda logits, y: optax.softmax_cross_entropy_with_integer_labels(
+      logits, y)
+  lr = lambda step, opt_state: 1.0
+  new, metrics = make_train_step(ce, lr, aux_weight=0.3)(
+      state, batch, jax.random.key(2))
+  # SGD with lr 1: the aux head moves by 0.3 times its loss gradient; the
+  # metrics are the main head's.
+  aux_grad = jax.grad(lambda p: jnp.mean(ce(x @ p["kernel"] + p["bias"],
+                                            batch["label"])))(
+                                                variables["params"]["aux"])
+  np.testing.assert_allclose(
+      new.params["aux"]["kernel"],
+      variables["params"]["aux"]["kernel"] - 0.3 * aux_grad["kernel"],
+      rtol=1e-5, atol=1e-6)
+  main = model.apply(variables, x)
+  np.testing.assert_allclose(metrics["loss"], jnp.sum(ce(main, batch["label"])),
+                             rtol=1e-5)

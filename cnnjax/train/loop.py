@@ -68,13 +68,25 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
         f"model '{config.model.name}' cannot take inputs of shape "
         f"{dataset.input_shape} from dataset '{dataset.name}': "
         f"{str(e).splitlines()[0]}") from e
+  constrained = [n.strip() for n in config.optimizer.max_norm_layers.split(",")
+                 if n.strip()]
+  missing = [n for n in constrained if n not in variables["params"] or
+             "kernel" not in variables["params"][n]]
+  if config.optimizer.max_norm and missing:
+    raise CnnjaxError(
+        f"config.optimizer.max_norm_layers names {', '.join(missing)}, which "
+        f"model '{config.model.name}' does not have; its top-level layers are "
+        f"{', '.join(variables['params'])}")
   tx, learning_rate = optim.make_optimizer(config, durations, variables["params"])
   state = TrainState.create(apply_fn=model.apply, variables=variables, tx=tx)
   loss_fn = losses.get_loss(config.loss)
   return Experiment(
       config=config, dataset=dataset, durations=durations, state=state,
-      train_step=step_lib.make_train_step(loss_fn, learning_rate,
-                                          l1=config.optimizer.l1),
+      train_step=step_lib.make_train_step(
+          loss_fn, learning_rate, l1=config.optimizer.l1,
+          aux_weight=config.loss.aux_weight,
+          max_norm_value=config.optimizer.max_norm,
+          max_norm_layers=constrained),
       eval_step=step_lib.make_eval_step(loss_fn), model_name=config.model.name)
 
 
