@@ -172,6 +172,7 @@ class _Recorder:
     self.by_id: dict[int, tuple[ReceptiveField, ...] | None] = {}
     self.keep_alive: list[Any] = []  # Stops ids being reused while tracing.
     self.seen: list[tuple[tuple[int, ...], tuple[ReceptiveField, ...]]] = []
+    self.active: list[nn.Module] = []  # Modules whose __call__ is running.
 
   def spatial(self, a) -> tuple[int, ...] | None:
     if not hasattr(a, "shape") or a.ndim != self.ndim + 2:
@@ -204,8 +205,18 @@ class _Recorder:
     return fields
 
   def interceptor(self, next_fun, args, kwargs, context):
-    if context.method_name != "__call__":
+    if context.method_name != "__call__" or (
+        self.active and self.active[-1] is context.module):
+      # Other methods, and a subclass's `super().__call__` (layers.Conv
+      # wraps nn.Conv), belong to the call already being recorded.
       return next_fun(*args, **kwargs)
+    self.active.append(context.module)
+    try:
+      return self._record(next_fun, args, kwargs, context)
+    finally:
+      self.active.pop()
+
+  def _record(self, next_fun, args, kwargs, context):
     x = args[0] if args and hasattr(args[0], "shape") else None
     in_field = self.field_of(x) if x is not None else None
     index = len(self.calls)
@@ -226,6 +237,9 @@ class _Recorder:
           fields = tuple(f.after(g) for f, g in zip(in_field, geometry))
         else:
           fields = self.field_of_shape(out_spatial) or in_field
+    elif (in_spatial is None and out_spatial is not None and x is not None
+          and id(x) in self.by_id):  # An embedding of token ids: pointwise.
+      fields = self.by_id[id(x)]
     if out is not None:
       self.remember(out, fields)
     self.calls[index] = dict(module=context.module, x=x, y=out, leaf=leaf,
@@ -293,11 +307,17 @@ def summarize(model: nn.Module | str, input_shape: Sequence[int] | None = None,
         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
     ) from None
   params_tree = variables.get("params", {})
-  recorder = _Recorder(tuple(input_shape[:-1]))
+  # Images and signals are (*spatial, channels); token ids are (*positions,),
+  # and their embeddings (*positions, features) are the first feature maps.
+  tokens = not jnp.issubdtype(np.dtype(dtype), jnp.floating)
+  spatial = tuple(input_shape) if tokens else tuple(input_shape[:-1])
+  recorder = _Recorder(spatial)
 
   def forward(variables, a):
-    recorder.remember(a, tuple(ReceptiveField(1, 1, 0.0)
-                               for _ in input_shape[:-1]))
+    unit = tuple(ReceptiveField(1, 1, 0.0) for _ in spatial)
+    recorder.remember(a, unit)
+    if tokens:
+      recorder.seen.append((spatial, unit))
     with nn.intercept_methods(recorder.interceptor):
       return model.apply(variables, a, train=False)
 
