@@ -71,7 +71,7 @@ def cmd_models(args, overrides: list[str]) -> int:
   import jax.numpy as jnp
 
   from cnnjax.models import (create_model, list_models, model_description,
-                             model_input_shape)
+                             model_input_dtype, model_input_shape)
 
   names = list_models(args.pattern)
   if not names:
@@ -80,8 +80,9 @@ def cmd_models(args, overrides: list[str]) -> int:
   for name in names:
     shape = model_input_shape(name)
     model = create_model(name)
+    x = jax.ShapeDtypeStruct((1, *shape), jnp.dtype(model_input_dtype(name)))
     variables = jax.eval_shape(
-        lambda m=model, s=shape: m.init(jax.random.key(0), jnp.zeros((1, *s))))
+        lambda a, m=model: m.init(jax.random.key(0), a), x)
     params = sum(x.size for x in jax.tree.leaves(variables.get("params", {})))
     rows.append((name, "x".join(map(str, shape)), f"{params:,}",
                  model_description(name)))
@@ -136,6 +137,17 @@ def cmd_summary(args, overrides: list[str]) -> int:
   return 0
 
 
+def cmd_conv_benchmark(args, overrides: list[str]) -> int:
+  del overrides
+  from cnnjax.ops.benchmark import main as benchmark_main
+
+  return benchmark_main(args.benchmark_args)
+
+
+# Subcommands whose own parser reads every argument after their name.
+_PASS_THROUGH = {"conv-benchmark": cmd_conv_benchmark}
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="cnnjax", description="Convolutional neural networks in JAX/Flax.",
@@ -177,13 +189,24 @@ def build_parser() -> argparse.ArgumentParser:
                  help="skip XLA's FLOP count (counted FLOPs only)")
   p.add_argument("--json", help="also write the summary as JSON here")
   p.set_defaults(func=cmd_summary, takes_overrides=False)
+
+  p = sub.add_parser(
+      "conv-benchmark", add_help=False,
+      help="time direct, im2col and FFT convolution against kernel size "
+      "(`cnnjax conv-benchmark --help` for its options)")
+  p.set_defaults(func=cmd_conv_benchmark, takes_overrides=False)
   return parser
 
 
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   parser = build_parser()
-  args, rest = parser.parse_known_args(argv)
+  if argv and argv[0] in _PASS_THROUGH:
+    args = argparse.Namespace(func=_PASS_THROUGH[argv[0]],
+                              benchmark_args=argv[1:])
+    rest = []
+  else:
+    args, rest = parser.parse_known_args(argv)
   overrides = [a for a in rest if a.startswith("--config.")]
   unknown = [a for a in rest if not a.startswith("--config.")]
   if unknown or (overrides and not args.takes_overrides):

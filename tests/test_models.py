@@ -7,9 +7,13 @@ import numpy as np
 import pytest
 
 from cnnjax.errors import CnnjaxError
-from cnnjax.models import create_model, list_models, model_input_shape, register_model
+from cnnjax.models import (create_model, list_models, model_input_dtype,
+                           model_input_shape, register_model)
+from conftest import QUICK_COMPILE, random_variables
 
-# Pinned parameter counts for 10 classes and each model's default input.
+# Pinned parameter counts at each model's default classes and input: 1000
+# classes for the ImageNet networks (torchvision's counts where it has the
+# network), 10 for CIFAR, MNIST and MNIST-1D, and as noted otherwise.
 PARAMS = {
     "logistic_regression": 410,  # 40 * 10 + 10
     "mlp": 15_210,
@@ -20,28 +24,87 @@ PARAMS = {
     # 156 + 2,416 + 48,120 + 10,164 + 850 (C3 fully connected).
     "lenet5": 61_706,
     "lenet5_relu": 61_706,
-}
-# ImageNet models, pinned for 1000 classes and 224x224x3 (torchvision's counts;
-# vgg*_bn keep their conv biases as torchvision does; LRN has no parameters).
-PARAMS_1000 = {
+    "xo_convnet": 140,  # Two classes: X and O.
+    "mlp_mnist": 669_706,
+    "mlp_cifar": 1_841_162,
+    # The lecture's one-tower AlexNet; two groups as on the paper's two GPUs.
+    "alexnet": 62_378_344,
+    "alexnet_groups": 60_965_224,
+    "alexnet_tv": 61_100_840,
+    "zfnet": 62_357_608,
+    # VGG; the _bn variants keep their conv biases as torchvision's do.
     "vgg11": 132_863_336, "vgg11_bn": 132_868_840,
     "vgg11_lrn": 132_863_336, "vgg11_lrn_bn": 132_868_840,
     "vgg13": 133_047_848, "vgg13_bn": 133_053_736,
-    # Config C: the third convolution of stages 3-5 is 1x1.
-    "vgg16_1x1": 133_638_952, "vgg16_1x1_bn": 133_647_400,
+    "vgg16_1x1": 133_638_952, "vgg16_1x1_bn": 133_647_400,  # Config C.
     "vgg16": 138_357_544, "vgg16_bn": 138_365_992,
     "vgg19": 143_667_240, "vgg19_bn": 143_678_248,
+    # GoogLeNet with its two auxiliary classifiers (6,998,552 without them,
+    # tests/test_densenet_googlenet.py); torchvision's without (its default).
+    "googlenet": 13_378_280,
+    "googlenet_tv": 6_624_904,
+    "googlenet_naive": 97_526_008,
+    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
+    "resnet101": 44_549_160, "resnet152": 60_192_808,
+    # Without the projection shortcuts (1x1 conv + BN).
+    "plain18": 11_515_688, "plain34": 21_623_848, "plain50": 22_780_456,
+    "plain101": 41_772_584, "plain152": 57_416_232,
+    "preact_resnet18": 11_687_720, "preact_resnet34": 21_795_880,
+    "preact_resnet50": 25_549_352, "preact_resnet101": 44_541_480,
+    "preact_resnet152": 60_185_128,
+    "resnext50_32x4d": 25_028_904, "resnext101_32x8d": 88_791_336,
+    "wide_resnet50_2": 68_883_240, "wide_resnet101_2": 126_886_696,
+    "se_resnet50": 28_088_024, "se_resnext50_32x4d": 27_559_896,
+    # 3D, on 28^3 MedMNIST volumes with OrganMNIST3D's 11 classes.
+    "resnet18_3d": 33_165_643, "resnet50_3d": 46_177_611,
+    "densenet121": 7_978_856, "densenet169": 14_149_480,
+    "densenet201": 20_013_928, "densenet161": 28_681_000,
+    # CIFAR (He et al. 2015, Table 6: 0.27M, 0.46M, 0.66M, 0.85M, 1.7M, 19.4M;
+    # option-A shortcuts have no parameters, so plain nets count the same).
+    "resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586,
+    "resnet56": 853_018, "resnet110": 1_727_962, "resnet1202": 19_421_274,
+    "plain20": 269_722, "plain32": 464_154, "plain44": 658_586,
+    "plain56": 853_018, "plain110": 1_727_962,
+    "preact_resnet110": 1_727_962, "preact_resnet164": 1_703_258,
+    "wrn16_8": 10_961_370, "wrn28_10": 36_479_194, "wrn40_4": 8_949_210,
+    "densenet_bc100_k12": 769_162, "densenet40_k12": 1_019_722,
+    "allconv_c": 1_369_738,
+    "ecg_resnet34": 10_468_204,  # 12 rhythm classes.
+    # Kim (2014) on a 20,000-word vocabulary of 300-d vectors, 2 classes.
+    "kim_cnn_rand": 6_360_902, "kim_cnn_static": 6_360_902,
+    "kim_cnn_nonstatic": 6_360_902, "kim_cnn_multichannel": 12_360_902,
 }
-# Smaller stand-ins for the gradient test, so that it stays fast on a CPU:
-# (input shape, overrides). Parameter counts above use the real sizes.
-SMALL = {name: ((32, 32, 3), {"hidden": 32}) for name in PARAMS_1000}
-# Compiling a deep network's init and gradient costs seconds on a CPU, so the
-# gradient test runs one member per code path of a family: the others differ
-# only in stage lists, which the parameter counts and `summarize` (every
-# model, test_analysis.py) check.
-GRADIENT_REPRESENTATIVES = [
-    n for n in list_models()
-    if not n.startswith("vgg") or n in ("vgg11_lrn_bn", "vgg16_1x1")]
+
+# Families with their own test file run their gradient test there, on small
+# stand-ins of one model per code path; every other model (a new family
+# included) is gradient-tested here at its registered size, or at the small
+# stand-in given in SMALL.
+FAMILY_TESTS = {
+    "cnnjax.models.resnet": "test_resnet.py",
+    "cnnjax.models.cifar_resnet": "test_cifar_models.py",
+    "cnnjax.models.ecg": "test_cifar_models.py",
+    "cnnjax.models.allconv": "test_cifar_models.py",
+    "cnnjax.models.densenet": "test_densenet_googlenet.py",
+    "cnnjax.models.googlenet": "test_densenet_googlenet.py",
+    "cnnjax.models.alexnet": "test_alexnet_text.py",
+    "cnnjax.models.toy": "test_alexnet_text.py",
+    "cnnjax.models.text_cnn": "test_alexnet_text.py",
+}
+# VGG configurations differ only in their stage lists: one with LRN and
+# BatchNorm, one with 1x1 convolutions, on 32x32 images with narrow FC layers.
+SMALL = {"vgg11_lrn_bn": ((32, 32, 3), {"hidden": 32}),
+         "vgg16_1x1": ((32, 32, 3), {"hidden": 32})}
+
+
+def _family(name):
+  from cnnjax.models import registry
+  factory = registry._spec(name).factory
+  return getattr(factory, "func", factory).__module__
+
+
+GRADIENT_TESTED = [n for n in list_models()
+                   if _family(n) not in FAMILY_TESTS and
+                   (not n.startswith("vgg") or n in SMALL)]
 
 
 def _count(tree):
@@ -49,34 +112,46 @@ def _count(tree):
 
 
 def test_every_model_has_a_pinned_count():
-  assert sorted({**PARAMS, **PARAMS_1000}) == list_models()
+  assert sorted(PARAMS) == list_models()
+
+
+def test_family_test_files_exist():
+  import os
+  here = os.path.dirname(__file__)
+  for module, test_file in FAMILY_TESTS.items():
+    assert os.path.exists(os.path.join(here, test_file)), (module, test_file)
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_parameter_count(name):
-  classes = 1000 if name in PARAMS_1000 else 10
-  model = create_model(name, num_classes=classes)
-  x = jnp.zeros((1, *model_input_shape(name)))
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
-  assert _count(variables["params"]) == {**PARAMS, **PARAMS_1000}[name]
+def test_parameter_count_and_output_shape(name):
+  model = create_model(name)
+  x = jax.ShapeDtypeStruct((2, *model_input_shape(name)),
+                           jnp.dtype(model_input_dtype(name)))
+  out, variables = jax.eval_shape(
+      lambda a: model.init_with_output(jax.random.key(0), a), x)
+  assert _count(variables["params"]) == PARAMS[name]
+  assert out.shape == (2, model.num_classes)
 
 
-@pytest.mark.parametrize("name", GRADIENT_REPRESENTATIVES)
+@pytest.mark.parametrize("name", GRADIENT_TESTED)
 def test_forward_and_every_parameter_gets_a_gradient(name):
   shape, overrides = SMALL.get(name, (model_input_shape(name), {}))
   model = create_model(name, num_classes=7, **overrides)
   x = jax.random.normal(jax.random.key(1), (3, *shape))
-  variables = jax.jit(model.init)(jax.random.key(0), x)
-  logits = jax.jit(model.apply)(variables, x)
+  variables = random_variables(model, x)
+  logits = jax.jit(model.apply, compiler_options=QUICK_COMPILE)(variables, x)
   assert logits.shape == (3, 7)
   assert np.all(np.isfinite(logits))
 
   def loss(params):
     out = model.apply(dict(variables, params=params), x, train=True,
-                      rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"])[0]
-    return jnp.sum(jax.nn.log_softmax(out)[:, 0])
+                      rngs={"dropout": jax.random.key(2)},
+                      mutable=["batch_stats"])[0]
+    outs = out if isinstance(out, tuple) else (out,)
+    return sum(jnp.sum(jax.nn.log_softmax(o)[:, 0]) for o in outs)
 
-  grads = jax.jit(jax.grad(loss))(variables["params"])
+  grads = jax.jit(jax.grad(loss), compiler_options=QUICK_COMPILE)(
+      variables["params"])
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     assert np.any(np.asarray(g) != 0), f"no gradient reaches {jax.tree_util.keystr(path)}"
 

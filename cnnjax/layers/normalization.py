@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
-import jax.numpy as jnp
 from jax import lax
 
 from cnnjax.errors import CnnjaxError
