@@ -59,30 +59,43 @@ QUICK_COMPILE = {"xla_backend_optimization_level": 0,
                  "xla_llvm_disable_expensive_passes": True}
 
 
-def random_variables(model, *inputs, seed=0, **init_kwargs):
-  """Variables shaped by an abstract `init`, filled by numpy (no compile).
+def fill_variables(abstract, seed=0):
+  """Concrete values for the abstract variables of `jax.eval_shape(init)`.
 
-  Kernels get LeCun-normal values, 1D parameters (biases, BatchNorm scales)
-  small nonzero ones, BatchNorm statistics mean 0 and variance 1: enough for
-  shape, finiteness and gradient-flow tests, and far cheaper on a CPU than
-  compiling the real initialisers.
+  Kernels and tables get He-normal values (std sqrt(2 / fan_in)), BatchNorm
+  scales 1 + N(0, 0.1^2), other vectors (biases) N(0, 0.1^2), running
+  statistics mean 0 and variance 1: enough for shape, finiteness, gradient
+  flow and short training tests, and far cheaper on a CPU than compiling the
+  real initialisers (seconds per model).
   """
   import jax
   import jax.numpy as jnp
   import numpy as np
 
-  shapes = jax.eval_shape(
-      lambda *a: model.init(jax.random.key(0), *a, **init_kwargs), *inputs)
   rng = np.random.default_rng(seed)
 
   def draw(path, s):
-    names = [getattr(k, "key", "") for k in path]
-    if "batch_stats" in names:
-      value = np.ones(s.shape) if names[-1] == "var" else np.zeros(s.shape)
-    elif len(s.shape) > 1:
-      value = rng.standard_normal(s.shape) / np.sqrt(np.prod(s.shape[:-1]))
-    else:
+    name = getattr(path[-1], "key", "")
+    if name == "var":
+      value = np.ones(s.shape)
+    elif name == "mean":
+      value = np.zeros(s.shape)
+    elif name == "scale":
       value = 1.0 + 0.1 * rng.standard_normal(s.shape)
+    elif len(s.shape) > 1:
+      value = rng.standard_normal(s.shape) * np.sqrt(
+          2 / np.prod(s.shape[:-1]))
+    else:
+      value = 0.1 * rng.standard_normal(s.shape)
     return jnp.asarray(value, s.dtype)
 
-  return jax.tree_util.tree_map_with_path(draw, shapes)
+  return jax.tree_util.tree_map_with_path(draw, abstract)
+
+
+def random_variables(model, *inputs, seed=0, **init_kwargs):
+  """`fill_variables` of the model's abstract `init` on `inputs`."""
+  import jax
+
+  return fill_variables(jax.eval_shape(
+      lambda *a: model.init(jax.random.key(0), *a, **init_kwargs), *inputs),
+      seed)

@@ -14,6 +14,7 @@ from cnnjax.errors import CnnjaxError
 from cnnjax.models import create_model, model_input_dtype, model_input_shape
 from cnnjax.models.text_cnn import with_pretrained_embeddings
 from cnnjax.models.toy import xo_features, xo_images
+from conftest import random_variables
 
 # Exact parameter counts at each model's default classes and input.
 PARAMS = {
@@ -64,19 +65,6 @@ def _inputs(name, shape, batch=2, seed=1):
   if model_input_dtype(name) == "int32":
     return jax.random.randint(key, (batch, *shape), 0, 50)
   return jax.random.normal(key, (batch, *shape))
-
-
-def _random_params(model, x, seed=0):
-  """LeCun-normal parameters drawn by numpy from the abstract init: compiling
-  (and running) the initialisers costs more on a CPU than the test itself."""
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x))["params"]
-  rng = np.random.default_rng(seed)
-
-  def draw(s):  # Biases (1D) small but nonzero.
-    fan_in = int(np.prod(s.shape[:-1])) if len(s.shape) > 1 else 100
-    return jnp.asarray(rng.standard_normal(s.shape) / np.sqrt(fan_in),
-                       s.dtype)
-  return jax.tree.map(draw, shapes)
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
@@ -146,7 +134,7 @@ def test_forward_backward_and_dropout(name):
   shape, overrides = SMALL[name]
   model = create_model(name, num_classes=3, **overrides)
   x = _inputs(name, shape)
-  params = _random_params(model, x)
+  params = random_variables(model, x)["params"]
 
   @jax.jit
   def run(params, rng):  # One compilation: gradient and evaluation.
@@ -216,7 +204,7 @@ def test_xo_convnet_learns_x_versus_o():
   x = jnp.asarray(np.concatenate(xs), jnp.float32)  # (54, 9, 9, 1)
   y = jnp.asarray(np.concatenate(ys))
   model = create_model("xo_convnet")
-  params = _random_params(model, x)
+  params = random_variables(model, x)["params"]
   opt = optax.adam(0.03)
 
   def loss(params):
@@ -245,7 +233,7 @@ def test_kim_padding_id_has_a_zero_vector_and_no_gradient():
   model = create_model("kim_cnn_nonstatic", vocab_size=20, embed_dim=4,
                        num_filters=3)
   tokens = jnp.array([[5, 6, 7, 8, 0, 0], [1, 2, 3, 0, 0, 0]], jnp.int32)
-  params = _random_params(model, tokens)
+  params = random_variables(model, tokens)["params"]
   table = params["embedding"]["embedding"]
   assert table.shape == (20, 4)
 

@@ -14,6 +14,7 @@ import cnnjax.models.ecg  # noqa: F401
 from cnnjax.errors import CnnjaxError
 from cnnjax.models import create_model, list_models, model_input_shape
 from cnnjax.models.cifar_resnet import ZeroPadShortcut
+from conftest import random_variables
 
 # Parameter counts for each model's registered input and classes (10; 12 for
 # the ECG network). Paper numbers: He et al. 2015 Table 6 (0.27M, 0.46M,
@@ -219,26 +220,6 @@ def test_zero_init_residual():
   assert np.all(params["stage1_block1"]["conv2"]["kernel"] == 0)
 
 
-def _host_variables(model, shape, seed=0):
-  """Random variables made with numpy, so that no `init` is compiled:
-  kernels N(0, 1 / fan_in), biases N(0, 0.1^2), BN scales 1, running
-  statistics (0, 1)."""
-  abstract = jax.eval_shape(lambda a: model.init(_key(0), a),
-                            jax.ShapeDtypeStruct(shape, jnp.float32))
-  rng = np.random.default_rng(seed)
-
-  def make(path, leaf):
-    name = path[-1].key
-    if name in ("scale", "var"):
-      return np.ones(leaf.shape, np.float32)
-    if name == "mean":
-      return np.zeros(leaf.shape, np.float32)
-    std = 1 / np.sqrt(np.prod(leaf.shape[:-1])) if name == "kernel" else 0.1
-    return (std * rng.normal(size=leaf.shape)).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(make, abstract)
-
-
 @functools.lru_cache(maxsize=None)
 def _run(index):
   """SMALL[index] run in one compiled program: (model, dict of variables,
@@ -247,7 +228,7 @@ def _run(index):
   name, shape, overrides = SMALL[index]
   model = create_model(name, num_classes=7, **overrides)
   x = np.random.default_rng(1).normal(size=(3, *shape)).astype(np.float32)
-  variables = _host_variables(model, x.shape)
+  variables = random_variables(model, jax.ShapeDtypeStruct(x.shape, jnp.float32))
 
   @functools.partial(jax.jit, compiler_options=QUICK_COMPILE)
   def run(variables, x):

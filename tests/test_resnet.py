@@ -14,6 +14,7 @@ import cnnjax.models.resnet as resnet  # Registers the family.
 from cnnjax.analysis import summarize
 from cnnjax.errors import CnnjaxError
 from cnnjax.models import create_model, list_models, model_input_shape
+from conftest import fill_variables
 
 # Parameters for each registered model's default input and classes (224x224x3
 # and 1000 classes; 28^3x1 and 11 classes for the 3D ones). The ResNets,
@@ -88,33 +89,6 @@ def _normal(shape, seed: int = 1):
   # numpy, not jax.random: each new shape would compile a generator.
   return jnp.asarray(np.random.default_rng(seed).standard_normal(shape),
                      jnp.float32)
-
-
-def _filled(abstract, seed: int = 0):
-  """Random variables of the shapes in `abstract`, without compiling `init`.
-
-  (XLA on a CPU takes seconds to compile the random initialisers of even a
-  small net; these tests only need generic values.) Kernels are He-scaled
-  normals, BN scales near 1, biases small, running statistics 0 and 1.
-  """
-  rng = np.random.default_rng(seed)
-
-  def leaf(path, a):
-    name = path[-1].key
-    if name == "var":
-      value = np.ones(a.shape)
-    elif name == "mean":
-      value = np.zeros(a.shape)
-    elif name == "scale":
-      value = 1 + 0.1 * rng.standard_normal(a.shape)
-    elif a.ndim == 1:  # Biases.
-      value = 0.1 * rng.standard_normal(a.shape)
-    else:
-      fan_in = int(np.prod(a.shape[:-1]))
-      value = rng.standard_normal(a.shape) * np.sqrt(2 / fan_in)
-    return jnp.asarray(value, a.dtype)
-
-  return jax.tree_util.tree_map_with_path(leaf, abstract)
 
 
 @functools.lru_cache(maxsize=None)
@@ -268,7 +242,7 @@ def _small(name, batch, **changes):
   model = create_model(name, **{**overrides, **changes})
   x = _normal((batch, *shape))
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
-  return model, _filled(abstract), x
+  return model, fill_variables(abstract), x
 
 
 def test_batch_norm_train_differs_from_eval_and_updates_statistics():
