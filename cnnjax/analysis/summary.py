@@ -146,16 +146,14 @@ def _inferred_geometry(in_spatial, out_spatial) -> list[LayerGeometry]:
   return geometry
 
 
-def _layer_flops(module, x, y, row_params) -> int | None:
+def _layer_flops(module, x, y) -> int | None:
   """Counted FLOPs per example of conv and dense layers (2 per multiply-add)."""
-  if x is None or y is None or not hasattr(y, "shape"):
+  if x is None or y is None:
     return None
-  if isinstance(module, nn.Conv) or (
-      hasattr(module, "kernel_size") and hasattr(module, "features") and
-      getattr(module, "feature_group_count", None) is not None):
+  if isinstance(module, nn.Conv):  # layers.Conv included.
     kernel = _tuple(module.kernel_size, y.ndim - 2, 1)
     return conv_flops(y.shape[1:-1], kernel, x.shape[-1], y.shape[-1],
-                      groups=getattr(module, "feature_group_count", 1) or 1)
+                      groups=module.feature_group_count)
   if isinstance(module, nn.Dense):
     positions = math.prod(y.shape[1:-1])
     return 2 * positions * x.shape[-1] * y.shape[-1]
@@ -343,7 +341,7 @@ def summarize(model: nn.Module | str, input_shape: Sequence[int] | None = None,
         output_shape=tuple(int(s) for s in y.shape[1:]),
         activations=int(np.prod(y.shape[1:])),
         activation_bytes=int(np.prod(y.shape[1:])) * itemsize,
-        params=params, flops=_layer_flops(module, xin, y, params),
+        params=params, flops=_layer_flops(module, xin, y),
         receptive_field=tuple(f.size for f in fields) if fields else None,
         jump=tuple(f.jump for f in fields) if fields else None,
         start=tuple(f.start for f in fields) if fields else None))
