@@ -34,10 +34,34 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = ""  # A name from `cnnjax models`; other keys are overrides.
 
+  # The data (see cnnjax/data/__init__.py for the sources and their keys).
   c.dataset = ml_collections.ConfigDict()
-  c.dataset.name = ""
-  c.dataset.data_dir = ""
-  c.dataset.download = False
+  c.dataset.name = ""  # `cnnjax.data.list_datasets()`, or any TFDS name
+  c.dataset.data_dir = ""  # '' = the source's default (TFDS: ~/tensorflow_datasets)
+  c.dataset.download = False  # fetch the data if it is missing (TFDS, MedMNIST)
+  # Splits: '' / () take the source's own (TFDS: 'train' and 'test'). TFDS
+  # slicing works ('train[:90%]'); 'NAME=SPEC' names an evaluation split,
+  # e.g. ('validation=train[90%:]', 'test').
+  c.dataset.train_split = ""
+  c.dataset.eval_splits = ()
+  c.dataset.subset = ""  # MedMNIST: the flag, e.g. 'pathmnist'
+  c.dataset.image_size = 0  # 0: as stored; else resize (square) when loading
+  # Data no larger than this (MiB, as stored) is held on the device and
+  # batched inside the jitted step; larger data streams from the host.
+  c.dataset.max_device_mb = 4096
+  c.dataset.shuffle_buffer = 16_384  # tf.data streams only
+  # Per-channel normalization of images stored as uint8, in [0, 1] units;
+  # () computes them from the training split (ImageNet's for imagenet2012).
+  c.dataset.mean = ()
+  c.dataset.std = ()
+  # Text (mr, text_file): k-fold cross-validation and the vocabulary.
+  c.dataset.fold = 0
+  c.dataset.num_folds = 10
+  c.dataset.split_seed = 0
+  c.dataset.min_count = 1
+  c.dataset.max_length = 0  # 0: the longest training sentence
+  c.dataset.pad = 4  # zeros at each end (Kim: filter height - 1)
+  c.dataset.vocab_from = "train"
 
   c.batch_size = 128  # Global batch, over all devices.
   c.eval_batch_size = 1000
@@ -46,9 +70,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_epochs = 0.0
 
   # On-device augmentation of training images (see cnnjax/data/augment.py).
+  # Applied in this order; each is off at its default.
   c.augment = ml_collections.ConfigDict()
+  c.augment.crop_scale = ()  # random resized crop: area fraction range, e.g. (0.08, 1.0)
+  c.augment.crop_ratio = (3 / 4, 4 / 3)  # ... and aspect-ratio range
+  c.augment.rotate = 0.0  # random rotation of up to this many degrees
   c.augment.translate = 0  # random shift of up to this many pixels per axis
+  c.augment.translate_mode = "edge"  # border: edge | constant (zeros) | reflect
   c.augment.flip = False  # random left-right mirror
+  c.augment.brightness = 0.0  # colour jitter, torchvision's factors
+  c.augment.contrast = 0.0
+  c.augment.saturation = 0.0
+  # Test-time augmentation in evaluation: softmax averaged over the views
+  # (the image, its 4 diagonal shifts by tta_shift pixels, and mirrors).
+  c.augment.tta_flip = False
+  c.augment.tta_shift = 0
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "softmax_cross_entropy"

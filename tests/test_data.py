@@ -4,7 +4,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from cnnjax.data import ArrayDataset, get_dataset, stack_eval_batches
+from cnnjax.data import ArrayDataset, get_dataset
+from cnnjax.data.arrays import stack_eval_batches
 from cnnjax.errors import CnnjaxError
 
 
@@ -53,8 +54,11 @@ def test_digits_are_resized_padded_and_standardized():
 
 
 def test_unknown_dataset_and_bad_splits_are_reported():
-  with pytest.raises(CnnjaxError, match="unknown dataset 'mnist'.*did you mean 'mnist1d'"):
-    get_dataset(_cfg(name="mnist"))
+  # Names that are neither cnnjax's nor TFDS's get the closest of either.
+  with pytest.raises(CnnjaxError, match="unknown dataset 'mnist_1d'.*did you mean 'mnist1d'"):
+    get_dataset(_cfg(name="mnist_1d"))
+  with pytest.raises(CnnjaxError, match="unknown dataset 'cifar_10'.*did you mean 'cifar10'"):
+    get_dataset(_cfg(name="cifar_10"))
   x = np.zeros((4, 3, 1), np.float32)
   with pytest.raises(CnnjaxError, match="labels in \\[0, 5\\] but 3 classes"):
     ArrayDataset("t", {"train": {"image": x, "label": np.array([0, 1, 2, 5])}}, 3)

@@ -46,7 +46,7 @@ def test_train_step_is_pure_and_uses_fold_in_of_the_step():
 
 
 def test_batches_are_a_per_epoch_permutation():
-  from cnnjax.data import train_batch
+  from cnnjax.data.arrays import train_batch
 
   data = {"image": jnp.arange(10, dtype=jnp.float32)[:, None], "label": jnp.arange(10)}
   key = jax.random.key(3)
@@ -150,7 +150,7 @@ def test_jit_compiles_the_train_step_once(tmp_path):
     return original(*args)
 
   exp.train_step = counting
-  train_fn, _ = loop.make_jitted(exp)
+  train_fn, _, _ = loop.make_jitted(exp)
   data = jax.device_put(exp.dataset.splits["train"])
   state = exp.state
   for _ in range(5):

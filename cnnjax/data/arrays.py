@@ -20,6 +20,14 @@ from cnnjax.errors import CnnjaxError
 
 INPUT_KEYS = ("image", "tokens")  # 'image' is any dense input: (B, L, C) too.
 
+# What the labels mean, which decides the loss and the metrics:
+#   multiclass  int labels (N,) in [0, num_classes), softmax cross-entropy;
+#   binary      int labels (N,) in {0, 1}, num_classes 2 (two logits);
+#   multilabel  0/1 labels (N, num_classes), one sigmoid per class;
+#   ordinal     int labels (N,) of ordered grades, trained and scored as
+#               multiclass (MedMNIST's RetinaMNIST protocol).
+TASKS = ("multiclass", "binary", "multilabel", "ordinal")
+
 
 @dataclasses.dataclass
 class ArrayDataset:
@@ -28,12 +36,21 @@ class ArrayDataset:
   splits: dict[str, dict[str, np.ndarray]]
   num_classes: int
   train_split: str = "train"
+  task: str = "multiclass"
+  # Model fields the data decides, set unless the config sets them (e.g. the
+  # vocabulary size of a text CNN).
+  model_fields: dict = dataclasses.field(default_factory=dict)
+  # Anything else a loader knows: class names, the vocabulary, the source.
+  metadata: dict = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
+    if self.task not in TASKS:
+      raise CnnjaxError(f"dataset '{self.name}': unknown task '{self.task}' "
+                        f"(known: {', '.join(TASKS)})")
     if self.train_split not in self.splits:
       raise CnnjaxError(f"dataset '{self.name}' has no '{self.train_split}' split")
     for split, arrays in self.splits.items():
-      _check_split(self.name, split, arrays, self.num_classes)
+      _check_split(self.name, split, arrays, self.num_classes, self.task)
 
   @property
   def eval_splits(self) -> list[str]:
@@ -58,7 +75,7 @@ def input_key(batch: Mapping[str, object]) -> str:
   raise CnnjaxError(f"a batch needs one of the keys {INPUT_KEYS}, got {sorted(batch)}")
 
 
-def _check_split(name, split, arrays, num_classes):
+def _check_split(name, split, arrays, num_classes, task="multiclass"):
   if "label" not in arrays:
     raise CnnjaxError(f"split '{split}' of dataset '{name}' has no labels")
   input_key(arrays)  # Raises if the split has no input.
@@ -70,11 +87,33 @@ def _check_split(name, split, arrays, num_classes):
       raise CnnjaxError(f"split '{split}' of dataset '{name}': '{k}' has {len(a)} "
                         f"rows but 'label' has {n}")
   labels = np.asarray(arrays["label"])
-  if labels.ndim == 1:
-    lo, hi = labels.min(), labels.max()
-    if lo < 0 or hi >= num_classes:
-      raise CnnjaxError(f"split '{split}' of dataset '{name}' has labels in "
-                        f"[{lo}, {hi}] but {num_classes} classes")
+  if task == "multilabel":
+    if labels.ndim != 2 or labels.shape[1] != num_classes:
+      raise CnnjaxError(f"split '{split}' of dataset '{name}' has labels of "
+                        f"shape {labels.shape}; a multi-label task with "
+                        f"{num_classes} labels needs (N, {num_classes})")
+    if not np.isin(labels, (0, 1)).all():
+      raise CnnjaxError(f"split '{split}' of dataset '{name}' has multi-label "
+                        "targets other than 0 and 1")
+    return
+  if labels.ndim != 1:
+    raise CnnjaxError(f"split '{split}' of dataset '{name}' has labels of shape "
+                      f"{labels.shape}; a {task} task needs one integer per example")
+  lo, hi = labels.min(), labels.max()
+  if lo < 0 or hi >= num_classes:
+    raise CnnjaxError(f"split '{split}' of dataset '{name}' has labels in "
+                      f"[{lo}, {hi}] but {num_classes} classes; labels must be "
+                      f"0 to {num_classes - 1}")
+
+
+def data_key_for_seed(seed: int) -> jax.Array:
+  """The key of the training order (one place, shared by every input path)."""
+  return jax.random.fold_in(jax.random.key(seed), 1)
+
+
+def nbytes(dataset) -> int:
+  """Bytes of all the arrays of an in-memory dataset."""
+  return sum(a.nbytes for arrays in dataset.splits.values() for a in arrays.values())
 
 
 def train_batch(data: Mapping[str, jax.Array], step: jax.Array, *,

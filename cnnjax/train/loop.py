@@ -5,6 +5,7 @@ place with side effects (files, logs, checkpoints, signals).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -19,13 +20,15 @@ import ml_collections
 import numpy as np
 
 from cnnjax import config as config_lib
-from cnnjax.data import ArrayDataset, get_dataset, stack_eval_batches, train_batch
-from cnnjax.data.augment import augment_batch
+from cnnjax.data import ArrayDataset, get_dataset, pipeline
+from cnnjax.data.arrays import (data_key_for_seed, nbytes, stack_eval_batches,
+                                train_batch)
+from cnnjax.data.stream import StreamDataset, as_stream, prefetch
 from cnnjax.errors import CnnjaxError
 from cnnjax.models import create_model
 from cnnjax.train import losses, optim, step as step_lib
 from cnnjax.train.checkpoint import Checkpointer
-from cnnjax.train.metrics import sums_to_means
+from cnnjax.train.metrics import add_sums, sums_to_means
 from cnnjax.train.state import TrainState
 from cnnjax.train.writers import MetricWriter, plot_curves
 
@@ -42,25 +45,42 @@ class TrainingInterrupted(CnnjaxError):
 class Experiment:
   """Everything built from a config before the first step."""
   config: ml_collections.ConfigDict
-  dataset: ArrayDataset
+  dataset: Any  # ArrayDataset or StreamDataset
+  resident: bool  # the training data lives on the device
   durations: config_lib.Durations
   state: TrainState
   train_step: Any  # pure: (state, batch, rng) -> (state, metric sums)
-  eval_step: Any  # pure: (state, batch) -> metric sums
+  eval_step: Any  # pure: (state, batch) -> (metric sums, outputs)
+  preprocess: tuple[Any, Any]  # on-device (train_fn(batch, key), eval_fn(batch))
   model_name: str
+
+  @property
+  def stream(self) -> StreamDataset:
+    return self.dataset if isinstance(self.dataset, StreamDataset) else as_stream(self.dataset)
+
+
+def _check_task(config, dataset) -> None:
+  if dataset.task == "multilabel" and config.loss.name != "sigmoid_cross_entropy":
+    raise CnnjaxError(
+        f"dataset '{dataset.name}' is multi-label ({dataset.num_classes} labels "
+        "per example); set --config.loss.name=sigmoid_cross_entropy")
 
 
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   """Data, model, optimizer and initial state for `config` (already validated)."""
   dataset = get_dataset(config.dataset, smoke=config.smoke)
+  _check_task(config, dataset)
+  resident = (isinstance(dataset, ArrayDataset) and
+              nbytes(dataset) <= config.dataset.max_device_mb * 2**20)
   durations = config_lib.resolve_durations(config,
                                            dataset.num_examples(dataset.train_split))
   overrides = {k: v for k, v in config.model.items() if k != "name"}
   overrides.setdefault("num_classes", dataset.num_classes)
+  for field, value in dataset.model_fields.items():
+    overrides.setdefault(field, value)
   model = create_model(config.model.name, **overrides)
   init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
-  example = np.zeros((1, *dataset.input_shape),
-                     dataset.splits[dataset.train_split][dataset.input_key].dtype)
+  example = np.zeros((1, *dataset.input_shape), pipeline.model_input_dtype(dataset))
   try:
     variables = jax.jit(lambda r, x: model.init(r, x, train=False))(init_rng, example)
   except (TypeError, ValueError) as e:
@@ -80,43 +100,123 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   tx, learning_rate = optim.make_optimizer(config, durations, variables["params"])
   state = TrainState.create(apply_fn=model.apply, variables=variables, tx=tx)
   loss_fn = losses.get_loss(config.loss)
+  stats = pipeline.channel_stats(dataset, config.dataset)
+  host_crops = isinstance(dataset, StreamDataset) and dataset.host_crops
+  multilabel = dataset.task == "multilabel"
   return Experiment(
-      config=config, dataset=dataset, durations=durations, state=state,
+      config=config, dataset=dataset, resident=resident, durations=durations,
+      state=state,
       train_step=step_lib.make_train_step(
           loss_fn, learning_rate, l1=config.optimizer.l1,
           aux_weight=config.loss.aux_weight,
           max_norm_value=config.optimizer.max_norm,
           max_norm_layers=constrained),
-      eval_step=step_lib.make_eval_step(loss_fn), model_name=config.model.name)
+      eval_step=step_lib.make_eval_step(
+          loss_fn, views=pipeline.test_time_views(config.augment),
+          multilabel=multilabel, with_scores=wants_scores(dataset)),
+      preprocess=pipeline.make_preprocess(config.augment, stats,
+                                          host_crops=host_crops),
+      model_name=config.model.name)
+
+
+def wants_scores(dataset) -> bool:
+  """Binary and multi-label tasks, and MedMNIST, also report the AUC."""
+  return (dataset.task in ("binary", "multilabel") or
+          dataset.metadata.get("evaluator") == "medmnist")
 
 
 def make_jitted(exp: Experiment):
-  """The compiled functions of the loop: train (data selection fused in) and eval."""
-  batch_size = exp.config.batch_size
-  data_key = jax.random.fold_in(jax.random.key(exp.config.seed), 1)
-  augment_key = jax.random.fold_in(jax.random.key(exp.config.seed), 3)
-  augment = exp.config.augment
+  """The compiled functions of the loop.
 
-  def train(state, train_data, rng):
-    batch = train_batch(train_data, state.step, batch_size=batch_size,
-                        data_key=data_key)
-    if augment.translate or augment.flip:
-      batch = augment_batch(batch, jax.random.fold_in(augment_key, state.step),
-                            augment)
+  `train(state, data, rng)`: `data` is the whole training split on the device
+  (the batch is selected inside, from the step number) or, for streamed data,
+  the batch itself. `evaluate(state, stacked)` scans stacked eval batches;
+  `eval_batch(state, batch)` evaluates one streamed batch.
+  """
+  batch_size = exp.config.batch_size
+  data_key = data_key_for_seed(exp.config.seed)
+  augment_key = jax.random.fold_in(jax.random.key(exp.config.seed), 3)
+  train_prep, eval_prep = exp.preprocess
+
+  def train(state, data, rng):
+    if exp.resident:
+      data = train_batch(data, state.step, batch_size=batch_size, data_key=data_key)
+    batch = train_prep(data, jax.random.fold_in(augment_key, state.step))
     return exp.train_step(state, batch, rng)
 
+  def eval_step(state, batch):
+    return exp.eval_step(state, eval_prep(batch))
+
   def evaluate(state, stacked):
-    return step_lib.evaluate(exp.eval_step, state, stacked)
+    return step_lib.evaluate(eval_step, state, stacked)
 
-  return jax.jit(train, donate_argnums=0), jax.jit(evaluate)
+  return (jax.jit(train, donate_argnums=0), jax.jit(evaluate),
+          jax.jit(eval_step))
 
 
-def _eval_all(eval_fn, state, eval_data) -> dict[str, float]:
-  metrics = {}
-  for split, stacked in eval_data.items():
-    for k, v in sums_to_means(eval_fn(state, stacked)).items():
-      metrics[f"{split}/{k}"] = v
-  return metrics
+class Feed:
+  """Where the loop's batches come from: the device, or a host stream."""
+
+  def __init__(self, exp: Experiment):
+    self.exp = exp
+    self.config = exp.config
+    self.train_fn, self.evaluate_fn, self.eval_batch_fn = make_jitted(exp)
+    self._eval_data = None
+    crops = exp.config.augment
+    self.crops = ({"crop_scale": tuple(crops.crop_scale),
+                   "crop_ratio": tuple(crops.crop_ratio)}
+                  if isinstance(exp.dataset, StreamDataset) and exp.dataset.host_crops
+                  else {})
+
+  def train_inputs(self, start_step: int):
+    """An endless iterator of what `train_fn` takes as `data`."""
+    if self.exp.resident:
+      data = jax.device_put(self.exp.dataset.splits[self.exp.dataset.train_split])
+      return itertools.repeat(data)
+    batches = self.exp.stream.train_batches(self.config.batch_size, start_step,
+                                            self.config.seed, **self.crops)
+    return prefetch(batches, size=3, transfer=jax.device_put)
+
+  def evaluate(self, state) -> dict[str, float]:
+    """Metrics of every evaluation split, as '<split>/<metric>'."""
+    metrics = {}
+    for split in self.exp.dataset.eval_splits:
+      if self.exp.resident:
+        if self._eval_data is None:
+          self._eval_data = {
+              s: jax.device_put(stack_eval_batches(self.exp.dataset.splits[s],
+                                                   self.config.eval_batch_size))
+              for s in self.exp.dataset.eval_splits}
+        sums, outputs = self.evaluate_fn(state, self._eval_data[split])
+      else:
+        center = {"center_crop": bool(self.crops.get("crop_scale"))} if self.crops else {}
+        batches = self.exp.stream.eval_batches(split, self.config.eval_batch_size, **center)
+        sums, outputs = None, []
+        for batch in prefetch(batches, size=2, transfer=jax.device_put):
+          batch_sums, batch_outputs = self.eval_batch_fn(state, batch)
+          sums = batch_sums if sums is None else add_sums(sums, batch_sums)
+          outputs.append(batch_outputs)
+        outputs = jax.tree.map(lambda *xs: np.stack(xs), *outputs) if outputs[0] else {}
+      values = sums_to_means(sums)
+      if outputs:
+        values.update(score_metrics(self.exp.dataset.task, jax.device_get(outputs)))
+      for k, v in values.items():
+        metrics[f"{split}/{k}"] = v
+    return metrics
+
+
+def score_metrics(task: str, outputs) -> dict[str, float]:
+  """MedMNIST's official AUC (and ACC) from the gathered probabilities."""
+  from cnnjax.data.medmnist import official_metrics
+
+  mask = np.asarray(outputs["mask"]).reshape(-1) > 0
+  scores = np.asarray(outputs["scores"])
+  labels = np.asarray(outputs["label"])
+  scores = scores.reshape(-1, scores.shape[-1])[mask]
+  labels = labels.reshape(-1, *labels.shape[2:])[mask]
+  auc = official_metrics(task, labels, scores)["auc"]
+  # NaN when a class (or label) never occurs in the split: then no AUC.
+  return {"auc": auc} if math.isfinite(auc) else {}
 
 
 def _prepare_workdir(config, workdir: str) -> None:
@@ -214,11 +314,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           file=sys.stderr)
   writer.truncate_after(start_step)
 
-  train_fn, eval_fn = make_jitted(exp)
-  train_data = jax.device_put(exp.dataset.splits[exp.dataset.train_split])
-  eval_data = {s: jax.device_put(stack_eval_batches(exp.dataset.splits[s],
-                                                    config.eval_batch_size))
-               for s in exp.dataset.eval_splits}
+  feed = Feed(exp)
+  train_inputs = feed.train_inputs(start_step)
   rng = jax.random.fold_in(jax.random.key(config.seed), 2)
 
   from tqdm.auto import tqdm  # Only the loop needs it.
@@ -273,7 +370,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                      dynamic_ncols=True, mininterval=0.5) as pbar:
       step = start_step
       while step < num_steps:
-        state, metrics = train_fn(state, train_data, rng)
+        state, metrics = feed.train_fn(state, next(train_inputs), rng)
         pending.append(metrics)
         step += 1
         pbar.update(1)
@@ -281,7 +378,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if step % config.log_every == 0 or last:
           flush_train_metrics(step)
         if (config.eval_every and step % config.eval_every == 0) or last:
-          eval_metrics = _eval_all(eval_fn, state, eval_data)
+          eval_metrics = feed.evaluate(state)
           writer.write(step, eval_metrics)
           eval_metrics["step"] = step
         if step % config.checkpoint_every == 0 or last:
@@ -298,10 +395,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     checkpointer.close()
     writer.close()
     raise
+  finally:
+    if hasattr(train_inputs, "close"):  # Stops a streaming producer thread.
+      train_inputs.close()
 
   finished_before = start_step >= num_steps
   if finished_before:  # Nothing trained: report the restored state again.
-    eval_metrics = _eval_all(eval_fn, state, eval_data)
+    eval_metrics = feed.evaluate(state)
   checkpointer.wait()
   best_step = checkpointer.best_step() if config.best_metric else None
   checkpointer.close()
@@ -347,10 +447,7 @@ def evaluate_workdir(workdir: str, *, which: str = "latest") -> dict[str, Any]:
   if step is None:
     raise CnnjaxError(f"no checkpoint found in '{workdir}/checkpoints'")
   state, _ = checkpointer.restore(step, exp.state)
-  _, eval_fn = make_jitted(exp)
-  eval_data = {s: stack_eval_batches(exp.dataset.splits[s], config.eval_batch_size)
-               for s in exp.dataset.eval_splits}
-  metrics = _eval_all(eval_fn, state, eval_data)
+  metrics = Feed(exp).evaluate(state)
   return {"step": step, "checkpoint": which, **metrics}
 
 

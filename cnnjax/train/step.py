@@ -89,27 +89,50 @@ def make_train_step(loss_fn: Callable, learning_rate: Callable, *,
   return train_step
 
 
-def make_eval_step(loss_fn: Callable):
-  """Returns `eval_step(state, batch) -> metric sums`; honours batch['mask']."""
+def make_eval_step(loss_fn: Callable, *, views: Callable | None = None,
+                   multilabel: bool = False, with_scores: bool = False):
+  """Returns `eval_step(state, batch) -> (metric sums, outputs)`.
+
+  Honours batch['mask'] (padding rows count for nothing). With `views`
+  (images -> (V, B, ...), test-time augmentation) the prediction is the mean
+  of the views' softmax (sigmoid for multi-label). With `with_scores` the
+  outputs hold the per-example class probabilities, labels and mask, for
+  metrics that need the whole split (AUC); otherwise they are empty.
+  """
+  from cnnjax.data.pipeline import average_views
 
   def eval_step(state: TrainState, batch):
     inputs, labels = batch[input_key(batch)], batch["label"]
-    logits = state.apply_fn(state.variables, inputs, train=False)
+
+    def apply(x):
+      return state.apply_fn(state.variables, x, train=False)
+
+    logits = average_views(apply, views(inputs), multilabel) if views else apply(inputs)
     per_example = loss_fn(logits, labels)
-    return metrics_lib.classification_sums(logits, labels, per_example,
-                                           batch.get("mask"))
+    mask = batch.get("mask")
+    sums = metrics_lib.classification_sums(logits, labels, per_example, mask)
+    if not with_scores:
+      return sums, {}
+    logits = logits.astype(jnp.float32)
+    scores = jax.nn.sigmoid(logits) if multilabel else jax.nn.softmax(logits)
+    if mask is None:
+      mask = jnp.ones(labels.shape[0], jnp.float32)
+    return sums, {"scores": scores, "label": labels, "mask": mask}
 
   return eval_step
 
 
 def evaluate(eval_step, state: TrainState, stacked_batches):
-  """Runs `eval_step` over (num_batches, B, ...) arrays with a scan: one call."""
+  """Runs `eval_step` over (num_batches, B, ...) arrays with a scan: one call.
+
+  Returns (metric sums, outputs stacked (num_batches, B, ...)).
+  """
 
   def body(total, batch):
-    return metrics_lib.add_sums(total, eval_step(state, batch)), None
+    sums, outputs = eval_step(state, batch)
+    return metrics_lib.add_sums(total, sums), outputs
 
   first = jax.tree.map(lambda a: a[0], stacked_batches)
   init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                      jax.eval_shape(eval_step, state, first))
-  totals, _ = jax.lax.scan(body, init, stacked_batches)
-  return totals
+                      jax.eval_shape(eval_step, state, first)[0])
+  return jax.lax.scan(body, init, stacked_batches)
