@@ -3,6 +3,9 @@
     cnnjax train --config experiments/mnist1d/cnn.py [--workdir DIR] [--config.a.b=value ...]
     cnnjax eval --workdir DIR [--best]
     cnnjax models [PATTERN]
+    cnnjax summary MODEL
+    cnnjax benchmark-data --config FILE [--config.a.b=value ...]
+    cnnjax conv-benchmark
 """
 
 from __future__ import annotations
@@ -137,6 +140,23 @@ def cmd_summary(args, overrides: list[str]) -> int:
   return 0
 
 
+def cmd_benchmark_data(args, overrides: list[str]) -> int:
+  from cnnjax import config as config_lib
+  from cnnjax.data.benchmark import benchmark_input, format_result
+
+  if args.steps < 1 or args.repeats < 1:
+    raise CnnjaxError("--steps and --repeats must be positive")
+  config = config_lib.load_config(args.config)
+  config_lib.apply_overrides(config, overrides)
+  config = config_lib.apply_smoke(config)
+  result = benchmark_input(config, steps=args.steps, repeats=args.repeats)
+  print(format_result(result))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=2)
+  return 0
+
+
 def cmd_conv_benchmark(args, overrides: list[str]) -> int:
   del overrides
   from cnnjax.ops.benchmark import main as benchmark_main
@@ -189,6 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
                  help="skip XLA's FLOP count (counted FLOPs only)")
   p.add_argument("--json", help="also write the summary as JSON here")
   p.set_defaults(func=cmd_summary, takes_overrides=False)
+
+  p = sub.add_parser(
+      "benchmark-data", help="images/s of an experiment's input pipeline "
+      "against its train step", description="Overrides: --config.KEY=VALUE")
+  p.add_argument("--config", required=True, help="experiment file")
+  p.add_argument("--steps", type=int, default=20, help="batches per timed run")
+  p.add_argument("--repeats", type=int, default=3, help="timed runs (median)")
+  p.add_argument("--json", help="also write the result as JSON here")
+  p.set_defaults(func=cmd_benchmark_data, takes_overrides=True)
 
   p = sub.add_parser(
       "conv-benchmark", add_help=False,

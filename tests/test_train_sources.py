@@ -131,3 +131,24 @@ def test_missing_data_is_one_line_from_the_cli(tmp_path, cli_env):
   assert out.returncode == 2
   assert out.stderr.strip().splitlines()[-1].startswith(
       "cnnjax: error: image folder") and "Traceback" not in out.stderr
+
+
+def test_benchmark_data_times_both_paths_and_prints_the_ratio(tmp_path, capsys):
+  from cnnjax.cli import main
+  from conftest import EXPERIMENTS
+  data_dir = _images_folder(tmp_path)
+  common = [f"--config.dataset.data_dir={data_dir}", "--config.dataset.name=image_folder",
+            "--config.model.name=mlp_cifar", "--config.model.hidden_sizes=(8,)",
+            "--config.batch_size=4", "--steps", "2", "--repeats", "1"]
+  config = os.path.join(EXPERIMENTS, "cifar10", "resnet20.py")
+  assert main(["benchmark-data", "--config", config, *common,
+               "--json", str(tmp_path / "b.json")]) == 0
+  out = capsys.readouterr().out
+  assert "input / train" in out and "(device)" in out
+  result = json.load(open(tmp_path / "b.json"))
+  assert result["input_images_per_s"] > 0 and result["train_step_images_per_s"] > 0
+  assert result["ratio"] == pytest.approx(
+      result["input_images_per_s"] / result["train_step_images_per_s"])
+  assert main(["benchmark-data", "--config", config, *common,
+               "--config.dataset.max_device_mb=0", "--config.dataset.image_size=8"]) == 0
+  assert "(host stream)" in capsys.readouterr().out
