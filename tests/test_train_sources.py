@@ -152,3 +152,47 @@ def test_benchmark_data_times_both_paths_and_prints_the_ratio(tmp_path, capsys):
   assert main(["benchmark-data", "--config", config, *common,
                "--config.dataset.max_device_mb=0", "--config.dataset.image_size=8"]) == 0
   assert "(host stream)" in capsys.readouterr().out
+
+
+def _experiment_files():
+  from conftest import EXPERIMENTS
+  return sorted(os.path.relpath(os.path.join(d, f), EXPERIMENTS)
+                for d, _, files in os.walk(EXPERIMENTS) for f in files
+                if f.endswith(".py") and f != "base.py")  # bases are not runs
+
+
+@pytest.mark.parametrize("name", _experiment_files())
+def test_every_experiment_loads_validates_and_names_a_known_source(name):
+  from cnnjax import config as config_lib
+  from cnnjax.data import list_datasets
+  from cnnjax.models import list_models
+  from conftest import EXPERIMENTS
+  config = config_lib.load_config(os.path.join(EXPERIMENTS, name))
+  config_lib.validate(config)
+  assert config.model.name in list_models()
+  tfds = pytest.importorskip("tensorflow_datasets")
+  assert config.dataset.name in list_datasets() + list(tfds.list_builders())
+  assert config.reference.metric and config.reference.source
+
+
+def test_source_experiments_run_in_smoke_mode_from_the_cli(tmp_path, capsys):
+  from cnnjax.cli import main
+  from conftest import EXPERIMENTS
+  rng = np.random.default_rng(0)
+  arrays = {}
+  for split in ("train", "val", "test"):
+    arrays[f"{split}_images"] = rng.integers(0, 256, (40, 28, 28, 3), np.uint8)
+    arrays[f"{split}_labels"] = (np.arange(40) % 9).reshape(40, 1).astype(np.uint8)
+  np.savez(tmp_path / "pathmnist.npz", **arrays)
+  assert main(["train", "--config", os.path.join(EXPERIMENTS, "medmnist", "resnet18_28.py"),
+               "--workdir", str(tmp_path / "med"), f"--config.dataset.data_dir={tmp_path}",
+               "--config.smoke=true", "--config.smoke_steps=2",
+               "--config.progress_bar=false"]) == 0
+  assert "test/auc" in json.load(open(tmp_path / "med" / "result.json"))["final"]
+  (tmp_path / "rt-polarity.pos").write_text("a fine , warm film\n" * 30, encoding="latin-1")
+  (tmp_path / "rt-polarity.neg").write_text("a dull , cold mess\n" * 30, encoding="latin-1")
+  assert main(["train", "--config", os.path.join(EXPERIMENTS, "mr", "kim_cnn_rand.py"),
+               "--workdir", str(tmp_path / "mr"), f"--config.dataset.data_dir={tmp_path}",
+               "--config.smoke=true", "--config.smoke_steps=2",
+               "--config.progress_bar=false"]) == 0
+  assert "Published test/accuracy: 0.761" in capsys.readouterr().out
