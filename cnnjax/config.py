@@ -321,6 +321,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.optimizer.max_norm < 0 or config.loss.aux_weight < 0:
     raise CnnjaxError("config.optimizer.max_norm and config.loss.aux_weight "
                       "must be non-negative")
+  a = config.augment
+  for key in ("rotate", "translate", "brightness", "contrast", "saturation", "tta_shift"):
+    if a[key] < 0:
+      raise CnnjaxError(f"config.augment.{key} cannot be negative, got {a[key]}")
+  if a.translate_mode not in ("edge", "constant", "reflect"):
+    raise CnnjaxError("config.augment.translate_mode must be edge, constant or "
+                      f"reflect, got '{a.translate_mode}'")
+  if config.dataset.max_device_mb < 0:
+    raise CnnjaxError("config.dataset.max_device_mb cannot be negative")
   if not 0.0 <= config.loss.label_smoothing < 1.0:
     raise CnnjaxError("config.loss.label_smoothing must be in [0, 1), got "
                       f"{config.loss.label_smoothing}")

@@ -118,3 +118,15 @@ def test_model_fields_can_be_overridden_without_being_declared():
                                  "--config.model.weight_init=torch"])
   assert tuple(c.model.features) == (8, 8, 8)
   assert c.model.weight_init == "torch"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("augment.rotate", -5.0, "augment.rotate cannot be negative"),
+    ("augment.brightness", -1.0, "augment.brightness cannot be negative"),
+    ("augment.translate_mode", "wrap", "translate_mode must be edge, constant or reflect"),
+])
+def test_bad_augmentation_values_are_refused_before_any_work(key, value, message):
+  config = _cnn()
+  config_lib.apply_overrides(config, [f"{key}={value}"])
+  with pytest.raises(CnnjaxError, match=message):
+    config_lib.validate(config)

@@ -243,3 +243,15 @@ def test_tfds_missing_and_unknown_datasets_are_one_sentence(tmp_path):
     get_dataset(_cfg(name="mnist", data_dir=str(tmp_path)))
   with pytest.raises(CnnjaxError, match="unknown dataset 'cifar_11'"):
     get_dataset(_cfg(name="cifar_11", data_dir=str(tmp_path)))
+
+
+def test_named_splits_of_a_local_source_can_be_chosen(tmp_path):
+  make_folder(tmp_path)
+  os.rename(tmp_path / "test", tmp_path / "val")
+  make_folder(tmp_path / "more")
+  os.rename(tmp_path / "more" / "test", tmp_path / "test")
+  data = get_dataset(_cfg(data_dir=str(tmp_path)))
+  assert data.eval_splits == ["val", "test"]
+  assert get_dataset(_cfg(data_dir=str(tmp_path), eval_splits=("test",))).eval_splits == ["test"]
+  with pytest.raises(CnnjaxError, match="has no split 'validation'; its splits are train, val, test"):
+    get_dataset(_cfg(data_dir=str(tmp_path), eval_splits=("validation",)))

@@ -196,3 +196,32 @@ def test_source_experiments_run_in_smoke_mode_from_the_cli(tmp_path, capsys):
                "--config.smoke=true", "--config.smoke_steps=2",
                "--config.progress_bar=false"]) == 0
   assert "Published test/accuracy: 0.761" in capsys.readouterr().out
+
+
+def test_test_time_augmentation_averages_the_softmax_of_the_views():
+  import jax
+  import jax.numpy as jnp
+  from cnnjax.data.pipeline import test_time_views
+  from cnnjax.models import create_model
+  from cnnjax.train import losses, step as step_lib
+  from cnnjax.train.state import TrainState
+  import ml_collections
+  import optax
+
+  model = create_model("mlp_cifar", num_classes=3, hidden_sizes=(5,))
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 6, 6, 3)), jnp.float32)
+  labels = jnp.array([0, 1, 2, 1])
+  variables = model.init(jax.random.key(0), x)
+  state = TrainState.create(apply_fn=model.apply, variables=variables, tx=optax.sgd(0.1))
+  views = test_time_views(ml_collections.ConfigDict({"tta_flip": True, "tta_shift": 0}))
+  eval_step = step_lib.make_eval_step(losses.softmax_cross_entropy, views=views,
+                                      with_scores=True)
+  sums, outputs = eval_step(state, {"image": x, "label": labels})
+  probs = (jax.nn.softmax(model.apply(variables, x)) +
+           jax.nn.softmax(model.apply(variables, jnp.flip(x, axis=2)))) / 2
+  np.testing.assert_allclose(outputs["scores"], probs, rtol=1e-5)
+  expected_loss = -jnp.sum(jnp.log(probs[jnp.arange(4), labels]))
+  np.testing.assert_allclose(sums["loss"], expected_loss, rtol=1e-5)
+  assert sums["accuracy"] == np.sum(np.argmax(probs, -1) == np.asarray(labels))
+  five = test_time_views(ml_collections.ConfigDict({"tta_flip": True, "tta_shift": 2}))
+  assert five(x).shape == (10, 4, 6, 6, 3)

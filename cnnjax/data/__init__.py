@@ -15,6 +15,8 @@ the host (tf.data for encoded images).
 
 from __future__ import annotations
 
+import dataclasses
+
 from cnnjax.data.arrays import ArrayDataset  # noqa: F401
 from cnnjax.data.stream import StreamDataset  # noqa: F401
 from cnnjax.errors import CnnjaxError
@@ -41,7 +43,7 @@ def get_dataset(dataset_config, *, smoke: bool = False):
   loaders = _loaders()
   name = dataset_config.name
   if name in loaders:
-    return loaders[name](dataset_config, smoke=smoke)
+    return select_splits(loaders[name](dataset_config, smoke=smoke), dataset_config)
   if name.startswith("tfds:"):
     dataset_config = dataset_config.copy_and_resolve_references()
     with dataset_config.unlocked():
@@ -55,3 +57,23 @@ def get_dataset(dataset_config, *, smoke: bool = False):
     raise CnnjaxError(
         f"unknown dataset '{name}' (cnnjax's: {', '.join(sorted(loaders))}); "
         "TFDS names need `pip install tensorflow-cpu tensorflow-datasets`") from e
+
+
+def select_splits(dataset, dataset_config):
+  """Applies `train_split` and `eval_splits` to a source with named splits.
+
+  (TFDS sources read them as split specifications instead.)
+  """
+  available = list(dataset.splits)
+  train = dataset_config.get("train_split", "") or dataset.train_split
+  evals = [str(s) for s in dataset_config.get("eval_splits", ()) or ()]
+  unknown = [s for s in [train, *evals] if s not in available]
+  if unknown:
+    raise CnnjaxError(
+        f"dataset '{dataset.name}' has no split {', '.join(repr(s) for s in unknown)}; "
+        f"its splits are {', '.join(available)}")
+  if train == dataset.train_split and not evals:
+    return dataset
+  keep = [train] + [s for s in (evals or dataset.eval_splits) if s != train]
+  return dataclasses.replace(dataset, splits={s: dataset.splits[s] for s in keep},
+                             train_split=train)
