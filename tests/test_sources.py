@@ -255,3 +255,7 @@ def test_named_splits_of_a_local_source_can_be_chosen(tmp_path):
   assert get_dataset(_cfg(data_dir=str(tmp_path), eval_splits=("test",))).eval_splits == ["test"]
   with pytest.raises(CnnjaxError, match="has no split 'validation'; its splits are train, val, test"):
     get_dataset(_cfg(data_dir=str(tmp_path), eval_splits=("validation",)))
+  streamed = get_dataset(_cfg(data_dir=str(tmp_path), eval_splits=("test",),
+                              image_size=8, max_device_mb=0))
+  assert isinstance(streamed, StreamDataset) and streamed.eval_splits == ["test"]
+  assert sum(b["mask"].sum() for b in streamed.eval_batches("test", 4)) == 6

@@ -64,7 +64,8 @@ def select_splits(dataset, dataset_config):
 
   (TFDS sources read them as split specifications instead.)
   """
-  available = list(dataset.splits)
+  streamed = isinstance(dataset, StreamDataset)
+  available = list(dataset.split_sizes if streamed else dataset.splits)
   train = dataset_config.get("train_split", "") or dataset.train_split
   evals = [str(s) for s in dataset_config.get("eval_splits", ()) or ()]
   unknown = [s for s in [train, *evals] if s not in available]
@@ -75,5 +76,8 @@ def select_splits(dataset, dataset_config):
   if train == dataset.train_split and not evals:
     return dataset
   keep = [train] + [s for s in (evals or dataset.eval_splits) if s != train]
+  if streamed:
+    return dataclasses.replace(
+        dataset, split_sizes={s: dataset.split_sizes[s] for s in keep}, train_split=train)
   return dataclasses.replace(dataset, splits={s: dataset.splits[s] for s in keep},
                              train_split=train)
