@@ -131,21 +131,23 @@ def train_batch(data: Mapping[str, jax.Array], step: jax.Array, *,
   return {k: jnp.take(v, idx, axis=0) for k, v in data.items()}
 
 
+def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+  """Pads `batch` with zero rows to `batch_size` and adds a 'mask' marking the
+  real examples, so padded rows count for nothing."""
+  n = len(batch["label"])
+  out = {k: np.concatenate([np.asarray(v), np.zeros((batch_size - n, *np.shape(v)[1:]),
+                                                    np.asarray(v).dtype)])
+         if n < batch_size else np.asarray(v) for k, v in batch.items()}
+  out["mask"] = (np.arange(batch_size) < n).astype(np.float32)
+  return out
+
+
 def stack_eval_batches(arrays: Mapping[str, np.ndarray],
                        batch_size: int) -> dict[str, np.ndarray]:
-  """Pads a split to whole batches and stacks them: (num_batches, B, ...).
-
-  A 'mask' entry marks the real examples, so padded rows count for nothing.
-  """
+  """Pads a split to whole batches and stacks them: (num_batches, B, ...),
+  with the 'mask' of `pad_batch`."""
   n = len(arrays["label"])
   batch_size = min(batch_size, n)
   num_batches = -(-n // batch_size)
-  pad = num_batches * batch_size - n
-  out = {}
-  for k, a in arrays.items():
-    a = np.asarray(a)
-    a = np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
-    out[k] = a.reshape(num_batches, batch_size, *a.shape[1:])
-  mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-  out["mask"] = mask.reshape(num_batches, batch_size)
-  return out
+  padded = pad_batch(arrays, num_batches * batch_size)
+  return {k: v.reshape(num_batches, batch_size, *v.shape[1:]) for k, v in padded.items()}

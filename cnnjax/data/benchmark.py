@@ -45,8 +45,12 @@ def benchmark_input(config, *, steps: int = 20, repeats: int = 3) -> dict[str, A
   data_key = data_key_for_seed(config.seed)
   feed = loop.Feed(exp)
 
+  inputs = feed.train_inputs(0)
+  example = next(inputs)  # the device split, or one batch
+  if hasattr(inputs, "close"):  # stops a stream's producer thread
+    inputs.close()
   if exp.resident:
-    data = jax.device_put(exp.dataset.splits[exp.dataset.train_split])
+    data = example
 
     @jax.jit
     def input_step(step):
@@ -72,7 +76,6 @@ def benchmark_input(config, *, steps: int = 20, repeats: int = 3) -> dict[str, A
       position[0] += steps
       jax.block_until_ready(out)
 
-  example = next(iter(feed.train_inputs(0)))
   if exp.resident:
     batch = jax.jit(lambda d: train_batch(d, np.int32(0), batch_size=batch_size,
                                           data_key=data_key))(example)

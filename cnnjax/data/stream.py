@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Mapping
 import jax
 import numpy as np
 
-from cnnjax.data.arrays import TASKS
+from cnnjax.data.arrays import TASKS, pad_batch
 from cnnjax.errors import CnnjaxError
 
 Batch = dict[str, np.ndarray]
@@ -83,15 +83,6 @@ def array_train_batches(arrays: Mapping[str, np.ndarray], batch_size: int,
       idx = order[p * batch_size:(p + 1) * batch_size]
       yield {k: v[idx] for k, v in arrays.items()}
     epoch, position = epoch + 1, 0
-
-
-def pad_batch(batch: Batch, batch_size: int) -> Batch:
-  """Pads a short last batch to `batch_size` rows and adds the 'mask'."""
-  n = len(batch["label"])
-  out = {k: np.concatenate([v, np.zeros((batch_size - n, *v.shape[1:]), v.dtype)])
-         if n < batch_size else v for k, v in batch.items()}
-  out["mask"] = (np.arange(batch_size) < n).astype(np.float32)
-  return out
 
 
 def array_eval_batches(arrays: Mapping[str, np.ndarray],

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from cnnjax.data.stream import pad_batch
+from cnnjax.data.arrays import pad_batch
 from cnnjax.data.tf_utils import import_tensorflow
 
 EVAL_CROP_FRACTION = 0.875  # 224 of 256 (Szegedy et al.; the torchvision recipe)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax.data.arrays import input_key
+from cnnjax.data.pipeline import average_views
 from cnnjax.train import metrics as metrics_lib
 from cnnjax.train.state import TrainState
 
@@ -99,8 +100,6 @@ def make_eval_step(loss_fn: Callable, *, views: Callable | None = None,
   outputs hold the per-example class probabilities, labels and mask, for
   metrics that need the whole split (AUC); otherwise they are empty.
   """
-  from cnnjax.data.pipeline import average_views
-
   def eval_step(state: TrainState, batch):
     inputs, labels = batch[input_key(batch)], batch["label"]
 
