@@ -3,15 +3,22 @@
 Each checkpoint holds the TrainState's arrays ('state') and a small JSON record
 ('meta': wall time so far, eval metrics). Orbax writes asynchronously into a
 temporary directory and renames it when complete, so a run killed mid-write
-leaves the previous checkpoint as the latest complete one.
+leaves the previous checkpoint as the latest complete one (the unfinished
+write stays behind as a '<step>.orbax-checkpoint-tmp' directory, which is never
+taken for a step, and which Orbax replaces when it writes that step again). A
+complete checkpoint can still be damaged later (a full disk, a bad copy);
+`restore_latest` then moves it aside, to `<checkpoints>.corrupt/`, and falls
+back to the one before it.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
@@ -39,7 +46,8 @@ class Checkpointer:
         create=not read_only)
     if read_only and not os.path.isdir(self.directory):
       raise CnnjaxError(f"no checkpoints in '{self.directory}'")
-    self._manager = ocp.CheckpointManager(
+    self.read_only = read_only
+    self._manager = _TolerantManager(
         self.directory, options=options, item_names=("state", "meta"))
 
   def latest_step(self) -> int | None:
@@ -58,21 +66,105 @@ class Checkpointer:
         metrics=metrics)
 
   def restore(self, step: int, target_state):
-    """Restores `step` into the structure, shapes and dtypes of `target_state`."""
+    """Restores `step` into the structure, shapes and dtypes of `target_state`.
+
+    Returns (state, meta). Raises CnnjaxError when the checkpoint belongs to a
+    different model or optimizer, or when its files cannot be read.
+    """
+    try:
+      return self._read(step, target_state)
+    except _UnreadableCheckpoint as e:
+      raise CnnjaxError(
+          f"checkpoint {step} in '{self.directory}' cannot be read ({e}); move "
+          "that step's directory away to resume from the one before it") from e.cause
+
+  def restore_latest(self, target_state) -> tuple[int, Any, dict] | None:
+    """Restores the newest readable checkpoint: (step, state, meta), or None.
+
+    A checkpoint whose files cannot be read (truncated, overwritten, partly
+    deleted) is moved to `<checkpoints>.corrupt/<step>`, never deleted, with one
+    warning line on stderr, and the one before it is tried. None when there is
+    no checkpoint or none can be read: the run starts from scratch. A readable
+    checkpoint of a different model or optimizer still raises CnnjaxError, and
+    nothing is moved.
+    """
+    self.wait()  # Nothing may be in flight while directories move.
+    moved = []  # (step, why, where to)
+    outcome = ""
+    try:
+      for step in sorted(self._manager.all_steps(), reverse=True):
+        try:
+          state, meta = self._read(step, target_state)
+        except _UnreadableCheckpoint as e:
+          if self.read_only:
+            raise CnnjaxError(
+                f"checkpoint {step} in '{self.directory}' cannot be read ({e})"
+                "; move that step's directory away to use the one before it"
+            ) from e.cause
+          moved.append((step, str(e), self._move_aside(step)))
+          continue
+        outcome = f"resuming from step {step}"
+        return step, state, meta
+      outcome = "starting from scratch" if moved else ""
+      return None
+    finally:
+      if moved:
+        self._manager.reload()  # Forget the steps that moved away.
+      for step, why, destination in moved:
+        print(f"cnnjax: warning: checkpoint {step} in {self.directory} cannot be "
+              f"read ({why}); moved it to {destination}"
+              + (f" and {outcome}" if outcome else ""), file=sys.stderr)
+
+  def _read(self, step: int, target_state):
+    """(state, meta) of `step`; _UnreadableCheckpoint for damaged files."""
+    if step in self._manager.unreadable_metrics:
+      raise _UnreadableCheckpoint(self._manager.unreadable_metrics[step])
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    except (ValueError, KeyError, TypeError) as e:
-      raise CnnjaxError(
-          f"checkpoint {step} in '{self.directory}' does not match this model "
-          f"and optimizer ({type(e).__name__}: {_first_line(e)})") from e
-    except Exception as e:  # Unreadable files: truncated, corrupt, missing.
-      raise CnnjaxError(
-          f"checkpoint {step} in '{self.directory}' cannot be read "
-          f"({type(e).__name__}: {_first_line(e)}); move that step's directory "
-          "away to resume from the one before it") from e
-    return restored.state, dict(restored.meta)
+      meta = restored.meta
+      if not isinstance(meta, dict):
+        raise TypeError(f"meta is a {type(meta).__name__}, not a JSON object")
+    except Exception as e:  # Orbax and tensorstore raise many types for both.
+      # Reading the step as it was stored, without the target's structure,
+      # tells a different model (readable files) from damaged files.
+      if self._readable_as_stored(step):
+        raise CnnjaxError(
+            f"checkpoint {step} in '{self.directory}' does not match this model "
+            f"and optimizer ({type(e).__name__}: {_first_line(e)})") from e
+      raise _UnreadableCheckpoint(e) from e
+    return restored.state, dict(meta)
+
+  def _readable_as_stored(self, step: int) -> bool:
+    """Whether a step's arrays (as host arrays) and meta record read back."""
+    step_dir = os.path.join(self.directory, str(step))
+    try:
+      with ocp.PyTreeCheckpointer() as reader:
+        stored = reader.metadata(os.path.join(step_dir, "state")).item_metadata
+        if stored is None:  # No readable tree metadata.
+          return False
+        as_numpy = jax.tree.map(
+            lambda _: ocp.RestoreArgs(restore_type=np.ndarray), stored)
+        reader.restore(os.path.join(step_dir, "state"),
+                       args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+      with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as reader:
+        meta = reader.restore(os.path.join(step_dir, "meta"))
+    except Exception:  # Any failure to read is damage.
+      return False
+    return isinstance(meta, dict)
+
+  def _move_aside(self, step: int) -> str:
+    """Moves a step's directory into `<checkpoints>.corrupt/`; returns where."""
+    corrupt = self.directory + ".corrupt"
+    os.makedirs(corrupt, exist_ok=True)
+    destination = os.path.join(corrupt, str(step))
+    suffix = 1
+    while os.path.exists(destination):  # An earlier corrupt copy of this step.
+      destination = os.path.join(corrupt, f"{step}.{suffix}")
+      suffix += 1
+    os.rename(os.path.join(self.directory, str(step)), destination)
+    return destination
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -81,6 +173,46 @@ class Checkpointer:
     self._manager.close()
 
 
-def _first_line(error: Exception) -> str:
+class _UnreadableCheckpoint(Exception):
+  """A checkpoint's files are damaged; str() is 'ErrorType: first line'."""
+
+  def __init__(self, cause: Exception | str):
+    if isinstance(cause, Exception):
+      super().__init__(f"{type(cause).__name__}: {_first_line(cause)}")
+      self.cause = cause
+    else:
+      super().__init__(cause)
+      self.cause = None
+
+
+class _TolerantManager(ocp.CheckpointManager):
+  """A CheckpointManager that lists a step whose metrics file is damaged.
+
+  Orbax reads every step's metrics when it lists the steps, and a garbled file
+  would stop it from opening the directory at all; the step is listed without
+  metrics instead, and `restore_latest` treats it as unreadable.
+  """
+
+  def metrics(self, step: int):
+    try:
+      return super().metrics(step)
+    except Exception as e:  # JSON or I/O errors from a damaged file.
+      self.unreadable_metrics[step] = (
+          f"its metrics file: {type(e).__name__}: {_first_line(e)}")
+      return None
+
+  def reload(self):
+    self.unreadable_metrics.clear()
+    super().reload()
+
+  @property
+  def unreadable_metrics(self) -> dict[int, str]:
+    if "_unreadable_metrics" not in self.__dict__:
+      self._unreadable_metrics = {}
+    return self._unreadable_metrics
+
+
+def _first_line(error: Exception, limit: int = 200) -> str:
   text = str(error).strip()
-  return text.splitlines()[0] if text else "no details"
+  line = text.splitlines()[0] if text else "no details"
+  return line if len(line) <= limit else line[:limit - 3] + "..."
