@@ -22,8 +22,12 @@ from cnnjax.errors import CnnjaxError
 
 # Keys that may change between a run and its resumption without invalidating
 # its checkpoints: durations and bookkeeping, never the model or the data.
+PRECISIONS = ("float32", "bfloat16", "float16")
+
 RESUMABLE_KEYS = ("num_steps", "num_epochs", "log_every", "eval_every",
-                  "checkpoint_every", "keep_checkpoints", "progress_bar")
+                  "checkpoint_every", "keep_checkpoints", "progress_bar",
+                  # The same global batch on other devices: the same run.
+                  "parallel.num_devices", "parallel.distributed")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -62,9 +66,49 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.max_length = 0  # 0: the longest training sentence
   c.dataset.pad = 4  # zeros at each end (Kim: filter height - 1)
   c.dataset.vocab_from = "train"
+  # Keep only these classes (in-memory datasets), renumbered 0..k-1 in this
+  # order, e.g. (5, 6, 7, 8, 9); () keeps all.
+  c.dataset.classes = ()
 
   c.batch_size = 128  # Global batch, over all devices.
   c.eval_batch_size = 1000
+  # Gradient accumulation: each step averages the gradients of this many
+  # equal micro-batches of batch_size / grad_accum_steps (less memory, the
+  # same update; BatchNorm sees the micro-batches).
+  c.grad_accum_steps = 1
+
+  # Devices (see cnnjax/parallel.py): the global batch is split over a 1-D
+  # 'data' mesh; parameters are replicated and XLA all-reduces the gradients.
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.num_devices = 0  # 0: every device (of every process)
+  # 'global': BatchNorm statistics of the whole global batch (synchronised,
+  # the same numbers as one device); 'per_device': each device normalises
+  # with its own shard's statistics (pmap-style) and the running averages
+  # are averaged over the devices.
+  c.parallel.batch_norm = "global"
+  c.parallel.distributed = False  # call jax.distributed.initialize() (multi-host)
+
+  # Mixed precision: the computation dtype of the model (parameters, the
+  # optimizer and the loss stay float32). float16 uses dynamic loss scaling.
+  c.precision = "float32"  # float32 | bfloat16 | float16
+  c.loss_scale = ml_collections.ConfigDict()
+  c.loss_scale.initial = 2.0 ** 15
+  c.loss_scale.growth_interval = 2000  # finite steps before the scale doubles
+  c.loss_scale.backoff = 0.5  # factor after a non-finite step (then skipped)
+
+  # An exponential moving average of the weights (and BatchNorm statistics),
+  # evaluated beside the raw weights as '<split>_ema/<metric>'. 0: off.
+  c.ema = ml_collections.ConfigDict()
+  c.ema.decay = 0.0
+  c.ema.warmup = True  # decay min(decay, (1 + step) / (10 + step)) early on
+
+  # Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019) of training images:
+  # lam ~ Beta(alpha, alpha) per batch, the partner is the reversed batch.
+  c.mix = ml_collections.ConfigDict()
+  c.mix.mixup_alpha = 0.0
+  c.mix.cutmix_alpha = 0.0
+  c.mix.switch_prob = 0.5  # with both: the chance a batch uses cutmix
+  c.mix.prob = 1.0  # the chance a batch is mixed at all
   # Duration: exactly one of num_steps / num_epochs is positive.
   c.num_steps = 0
   c.num_epochs = 0.0
@@ -114,6 +158,12 @@ def base_config() -> ml_collections.ConfigDict:
   # to L2 norm <= max_norm. 0 turns it off.
   c.optimizer.max_norm = 0.0
   c.optimizer.max_norm_layers = "head"
+  # Clip the raw gradients to this global L2 norm before anything else. 0: off.
+  c.optimizer.clip_norm = 0.0
+  # Per-parameter learning rates: 'REGEX=FACTOR' strings; the first regex that
+  # matches a parameter's path ('c1/kernel', 'stage3/block0/conv1/kernel')
+  # scales its updates by FACTOR (0 freezes it); unmatched parameters get 1.
+  c.optimizer.lr_multipliers = ()
 
   c.schedule = ml_collections.ConfigDict()
   c.schedule.name = "constant"  # constant|step|multistep|cosine|linear|plateau
@@ -128,6 +178,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.schedule.patience = 10  # plateau, in epochs (of train-loss averages)
   c.schedule.cooldown = 0
   c.schedule.factor = 0.1
+
+  # Transfer learning (see cnnjax/train/transfer.py): start from another
+  # run's checkpoint; arrays whose path and shape match are copied.
+  c.transfer = ml_collections.ConfigDict()
+  c.transfer.init_from = ""  # '' = off; a workdir, or one checkpoint step's directory
+  c.transfer.init_step = "latest"  # latest | best | a step number
+  c.transfer.reinit = ()  # top-level modules to re-initialise anyway, e.g. ('head',)
+  # 'backbone': every loaded parameter is frozen (a fixed feature extractor);
+  # 'none': all train, the loaded ones at backbone_lr_factor times the rate.
+  # An optimizer.lr_multipliers rule that matches a loaded parameter wins.
+  c.transfer.freeze = "none"
+  c.transfer.backbone_lr_factor = 1.0
 
   c.log_every = 100
   c.eval_every = 1000  # 0: evaluate only at the end
@@ -321,6 +383,29 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.optimizer.max_norm < 0 or config.loss.aux_weight < 0:
     raise CnnjaxError("config.optimizer.max_norm and config.loss.aux_weight "
                       "must be non-negative")
+  if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
+    raise CnnjaxError(
+        f"config.grad_accum_steps ({config.grad_accum_steps}) must be a positive "
+        f"divisor of config.batch_size ({config.batch_size})")
+  if config.parallel.batch_norm not in ("global", "per_device"):
+    raise CnnjaxError("config.parallel.batch_norm must be 'global' or "
+                      f"'per_device', got '{config.parallel.batch_norm}'")
+  if config.parallel.num_devices < 0:
+    raise CnnjaxError("config.parallel.num_devices cannot be negative")
+  if config.precision not in PRECISIONS:
+    raise CnnjaxError(f"config.precision must be one of {', '.join(PRECISIONS)}, "
+                      f"got '{config.precision}'")
+  if not 0.0 <= config.ema.decay < 1.0:
+    raise CnnjaxError(f"config.ema.decay must be in [0, 1), got {config.ema.decay}")
+  m = config.mix
+  if m.mixup_alpha < 0 or m.cutmix_alpha < 0:
+    raise CnnjaxError("config.mix.mixup_alpha and cutmix_alpha cannot be negative")
+  if not (0.0 <= m.switch_prob <= 1.0 and 0.0 <= m.prob <= 1.0):
+    raise CnnjaxError("config.mix.switch_prob and config.mix.prob must be in [0, 1]")
+  s = config.loss_scale
+  if s.initial <= 0 or s.growth_interval < 1 or not 0 < s.backoff < 1:
+    raise CnnjaxError("config.loss_scale needs initial > 0, growth_interval >= 1 "
+                      "and 0 < backoff < 1")
   a = config.augment
   for key in ("rotate", "translate", "brightness", "contrast", "saturation", "tta_shift"):
     if a[key] < 0:
@@ -333,6 +418,38 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not 0.0 <= config.loss.label_smoothing < 1.0:
     raise CnnjaxError("config.loss.label_smoothing must be in [0, 1), got "
                       f"{config.loss.label_smoothing}")
+  _validate_transfer(config)
+
+
+def _validate_transfer(config: ml_collections.ConfigDict) -> None:
+  """Class selection, clipping, per-group learning rates and transfer."""
+  from cnnjax.train.optim import parse_multipliers  # optim imports this module
+
+  classes = tuple(config.dataset.classes)
+  if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+             for c in classes):
+    raise CnnjaxError("config.dataset.classes must be class numbers (integers "
+                      f">= 0), got {classes}")
+  if len(set(classes)) != len(classes) or len(classes) == 1:
+    raise CnnjaxError("config.dataset.classes needs two or more different "
+                      f"classes, got {classes}")
+  if config.optimizer.clip_norm < 0:
+    raise CnnjaxError("config.optimizer.clip_norm cannot be negative (0 turns "
+                      f"clipping off), got {config.optimizer.clip_norm}")
+  parse_multipliers(config.optimizer.lr_multipliers)  # Raises for bad rules.
+  t = config.transfer
+  if t.freeze not in ("none", "backbone"):
+    raise CnnjaxError(f"config.transfer.freeze must be 'none' or 'backbone', got '{t.freeze}'")
+  if t.backbone_lr_factor < 0:
+    raise CnnjaxError("config.transfer.backbone_lr_factor cannot be negative, "
+                      f"got {t.backbone_lr_factor}")
+  step = str(t.init_step).strip()
+  if step not in ("latest", "best") and not step.isdigit():
+    raise CnnjaxError("config.transfer.init_step must be 'latest', 'best' or a "
+                      f"step number, got '{t.init_step}'")
+  if not t.init_from and (t.freeze != "none" or t.reinit or t.backbone_lr_factor != 1.0):
+    raise CnnjaxError("config.transfer.freeze, reinit and backbone_lr_factor "
+                      "need config.transfer.init_from (the run to start from)")
 
 
 def apply_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

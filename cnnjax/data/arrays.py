@@ -142,12 +142,13 @@ def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.
   return out
 
 
-def stack_eval_batches(arrays: Mapping[str, np.ndarray],
-                       batch_size: int) -> dict[str, np.ndarray]:
+def stack_eval_batches(arrays: Mapping[str, np.ndarray], batch_size: int, *,
+                       multiple_of: int = 1) -> dict[str, np.ndarray]:
   """Pads a split to whole batches and stacks them: (num_batches, B, ...),
-  with the 'mask' of `pad_batch`."""
+  with the 'mask' of `pad_batch`. B is at most the split's size, rounded up
+  to a multiple of `multiple_of` (the device count)."""
   n = len(arrays["label"])
-  batch_size = min(batch_size, n)
+  batch_size = -(-min(batch_size, n) // multiple_of) * multiple_of
   num_batches = -(-n // batch_size)
   padded = pad_batch(arrays, num_batches * batch_size)
   return {k: v.reshape(num_batches, batch_size, *v.shape[1:]) for k, v in padded.items()}

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from cnnjax.data.arrays import input_key
 from cnnjax.data.pipeline import average_views
 from cnnjax.train import metrics as metrics_lib
+from cnnjax.train.precision import all_finite
 from cnnjax.train.state import TrainState
 
 
@@ -49,7 +51,11 @@ def split_outputs(outputs):
 def make_train_step(loss_fn: Callable, learning_rate: Callable, *,
                     l1: float = 0.0, aux_weight: float = 0.3,
                     max_norm_value: float = 0.0,
-                    max_norm_layers: Sequence[str] = ()):
+                    max_norm_layers: Sequence[str] = (),
+                    grad_accum_steps: int = 1,
+                    mix: Mapping[str, float] | None = None,
+                    ema_decay: float = 0.0, ema_warmup: bool = True,
+                    per_device_mesh=None, frozen_batch_stats=None):
   """Returns `train_step(state, batch, rng) -> (state, metrics)`.
 
   `metrics` are sums over the batch (see `metrics.classification_sums`) plus
@@ -57,11 +63,32 @@ def make_train_step(loss_fn: Callable, learning_rate: Callable, *,
   returns (logits, aux1, ...) in training (GoogLeNet) adds `aux_weight` times
   each auxiliary loss to the objective; the metrics are the main logits'.
   With `max_norm_value` > 0 the named layers are constrained after the update.
-  """
 
-  def train_step(state: TrainState, batch, rng):
-    rng = jax.random.fold_in(rng, state.step)
+  `grad_accum_steps` = k splits the batch into k micro-batches whose
+  gradients are averaged (one optimizer update). `mix` holds the mixup/cutmix
+  options (config.mix). With `state.loss_scale` (float16) the loss is scaled
+  and a step with non-finite gradients changes nothing but the scale. With
+  `per_device_mesh` (a Mesh) BatchNorm normalises each device's shard with its
+  own statistics: the gradient computation runs per device under `shard_map`
+  and its results are averaged; otherwise it runs on the global batch and
+  XLA's partitioner makes the statistics global. `frozen_batch_stats` (a
+  tree of bools like the state's batch_stats) marks running statistics that
+  keep their values (the frozen layers of a fixed feature extractor).
+  """
+  mixing = bool(mix) and (mix["mixup_alpha"] > 0 or mix["cutmix_alpha"] > 0)
+
+  def gradients(state: TrainState, batch, rng):
+    """(grads, new batch_stats, metric sums) of one (micro-)batch."""
     inputs, labels = batch[input_key(batch)], batch["label"]
+    if mixing:
+      from cnnjax.data.mixing import mix_batch, mixed_loss
+      inputs, partner, lam = mix_batch(
+          inputs, jax.random.fold_in(rng, 1), mixup_alpha=mix["mixup_alpha"],
+          cutmix_alpha=mix["cutmix_alpha"], switch_prob=mix["switch_prob"],
+          prob=mix["prob"])
+      example_loss = lambda logits: mixed_loss(loss_fn, logits, labels, partner, lam)  # noqa: E731
+    else:
+      example_loss = lambda logits: loss_fn(logits, labels)  # noqa: E731
 
     def objective(params):
       variables = dict(state.variables, params=params)
@@ -69,23 +96,95 @@ def make_train_step(loss_fn: Callable, learning_rate: Callable, *,
           variables, inputs, train=True, rngs={"dropout": rng},
           mutable=["batch_stats"])
       logits, auxiliary = split_outputs(outputs)
-      per_example = loss_fn(logits, labels)
-      loss = jnp.mean(per_example)
-      total = loss + l1 * l1_norm(params) if l1 else loss
+      logits = logits.astype(jnp.float32)  # the loss in float32 (mixed precision)
+      per_example = example_loss(logits)
+      total = jnp.mean(per_example)
+      if l1:
+        total = total + l1 * l1_norm(params)
       for aux in auxiliary:
-        total = total + aux_weight * jnp.mean(loss_fn(aux, labels))
+        total = total + aux_weight * jnp.mean(example_loss(aux.astype(jnp.float32)))
+      if state.loss_scale is not None:
+        total = state.loss_scale.scale_loss(total)
       return total, (per_example, logits, new_vars.get("batch_stats", {}))
 
     grads, (per_example, logits, batch_stats) = jax.grad(
         objective, has_aux=True)(state.params)
+    if state.loss_scale is not None:
+      grads = state.loss_scale.unscale(grads)
+    return grads, batch_stats, metrics_lib.classification_sums(
+        logits, labels, per_example)
+
+  def accumulated(state: TrainState, batch, rng):
+    if grad_accum_steps == 1:
+      return gradients(state, batch, rng)
+    k = grad_accum_steps
+    # Micro-batch j takes rows j, j + k, j + 2k, ...: a device's contiguous
+    # share of the batch stays on that device.
+    micro = jax.tree.map(
+        lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1),
+        batch)
+
+    def body(carry, xs):
+      grads_sum, batch_stats, sums = carry
+      j, micro_batch = xs
+      grads, batch_stats, micro_sums = gradients(
+          state.replace(batch_stats=batch_stats), micro_batch,
+          jax.random.fold_in(rng, j))
+      return (jax.tree.map(jnp.add, grads_sum, grads), batch_stats,
+              metrics_lib.add_sums(sums, micro_sums)), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    shapes = jax.eval_shape(gradients, state, first, rng)
+    zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)  # noqa: E731
+    init = (zeros(shapes[0]), state.batch_stats, zeros(shapes[2]))
+    (grads, batch_stats, sums), _ = jax.lax.scan(
+        body, init, (jnp.arange(k), micro))
+    return jax.tree.map(lambda g: g / k, grads), batch_stats, sums
+
+  if per_device_mesh is None:
+    compute = accumulated
+  else:
+    from jax.sharding import PartitionSpec as P
+
+    from cnnjax.parallel import DATA_AXIS
+
+    def per_device(state, batch, rng):
+      rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA_AXIS))
+      grads, batch_stats, sums = accumulated(state, batch, rng)
+      return (jax.lax.pmean(grads, DATA_AXIS),
+              jax.lax.pmean(batch_stats, DATA_AXIS),
+              jax.lax.psum(sums, DATA_AXIS))
+
+    compute = jax.shard_map(per_device, mesh=per_device_mesh,
+                            in_specs=(P(), P(DATA_AXIS), P()),
+                            out_specs=(P(), P(), P()))
+
+  def train_step(state: TrainState, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    grads, batch_stats, sums = compute(state, batch, rng)
+    if frozen_batch_stats is not None:
+      batch_stats = jax.tree.map(lambda frozen, new, old: old if frozen else new,
+                                 frozen_batch_stats, batch_stats, state.batch_stats)
     lr = learning_rate(state.step, state.opt_state)
     new_state = state.apply_gradients(grads, batch_stats=batch_stats,
-                                      loss=jnp.mean(per_example))
+                                      loss=sums["loss"] / sums["count"])
     if max_norm_value:
       new_state = new_state.replace(params=max_norm(
           new_state.params, max_norm_value, max_norm_layers))
-    sums = metrics_lib.classification_sums(logits, labels, per_example)
-    return new_state, dict(sums, learning_rate=lr)
+    extras = {"learning_rate": lr}
+    if state.loss_scale is not None:
+      finite = all_finite(grads)
+      # A step with overflowing gradients is skipped (its batch too), and the
+      # scale backs off; the step counter still advances.
+      new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                               new_state, state.replace(step=state.step + 1))
+      new_state = new_state.replace(loss_scale=state.loss_scale.adjust(finite))
+      extras["loss_scale"] = state.loss_scale.scale
+    new_state = new_state.update_ema(ema_decay, ema_warmup)
+    # The global gradient norm, weighted by the example count so that the
+    # loop's division by the count gives its mean over the logged steps.
+    sums = dict(sums, grad_norm=optax.tree.norm(grads) * sums["count"])
+    return new_state, dict(sums, **extras)
 
   return train_step
 

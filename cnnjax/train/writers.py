@@ -6,6 +6,8 @@ import json
 import os
 import time
 
+import jax
+
 
 class MetricWriter:
   """Appends one JSON object per log event and mirrors it to TensorBoard."""
@@ -17,7 +19,7 @@ class MetricWriter:
 
   def truncate_after(self, step: int) -> None:
     """Drops events after `step`: a resumed run will log them again, identically."""
-    if not os.path.exists(self.path):
+    if jax.process_index() != 0 or not os.path.exists(self.path):
       return
     kept = []
     with open(self.path) as f:
@@ -33,6 +35,8 @@ class MetricWriter:
     os.replace(self.path + ".tmp", self.path)
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
+    if jax.process_index() != 0:  # One writer in a multi-host run.
+      return
     event = {"step": int(step), "time": round(time.time(), 3)}
     event.update({k: float(v) for k, v in metrics.items()})
     with open(self.path, "a") as f:
