@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from cnnjax.data.arrays import ArrayDataset  # noqa: F401
 from cnnjax.data.stream import StreamDataset  # noqa: F401
 from cnnjax.errors import CnnjaxError
@@ -42,21 +44,69 @@ def get_dataset(dataset_config, *, smoke: bool = False):
   """The dataset named by `dataset_config.name`: ArrayDataset or StreamDataset."""
   loaders = _loaders()
   name = dataset_config.name
+  classes = tuple(dataset_config.get("classes", ()) or ())
   if name in loaders:
-    return select_splits(loaders[name](dataset_config, smoke=smoke), dataset_config)
+    dataset = select_splits(loaders[name](dataset_config, smoke=smoke), dataset_config)
+    return select_classes(dataset, classes)
   if name.startswith("tfds:"):
     dataset_config = dataset_config.copy_and_resolve_references()
     with dataset_config.unlocked():
       dataset_config.name = name[len("tfds:"):]
   try:
     from cnnjax.data.tfdata_sources import load_tfds
-    return load_tfds(dataset_config, smoke=smoke)
+    dataset = load_tfds(dataset_config, smoke=smoke)
   except CnnjaxError as e:
     if "tensorflow" not in str(e).lower():
       raise
     raise CnnjaxError(
         f"unknown dataset '{name}' (cnnjax's: {', '.join(sorted(loaders))}); "
         "TFDS names need `pip install tensorflow-cpu tensorflow-datasets`") from e
+  return select_classes(dataset, classes)
+
+
+def select_classes(dataset, classes):
+  """Keeps only the examples of `classes`, renumbered 0..k-1 in that order.
+
+  For in-memory single-label datasets (`dataset.classes`, e.g. the two halves
+  of a transfer-learning experiment). metadata['classes'] keeps the original
+  class numbers, and class or label names follow the new numbering. () keeps
+  everything.
+  """
+  classes = tuple(classes)
+  if not classes:
+    return dataset
+  if isinstance(dataset, StreamDataset):
+    raise CnnjaxError(f"config.dataset.classes needs an in-memory dataset, but "
+                      f"'{dataset.name}' streams from the host; raise "
+                      "config.dataset.max_device_mb or drop the class selection")
+  if dataset.task == "multilabel":
+    raise CnnjaxError(f"config.dataset.classes cannot select from the multi-label "
+                      f"dataset '{dataset.name}' (an example has several labels)")
+  if len(set(classes)) != len(classes):
+    raise CnnjaxError(f"config.dataset.classes lists a class twice: {classes}")
+  outside = [c for c in classes if not 0 <= int(c) < dataset.num_classes]
+  if outside:
+    raise CnnjaxError(f"config.dataset.classes has {', '.join(map(str, outside))}, "
+                      f"but dataset '{dataset.name}' has classes 0 to "
+                      f"{dataset.num_classes - 1}")
+  new_label = np.full(dataset.num_classes, -1, np.int64)  # old -> new, -1: dropped
+  new_label[np.asarray(classes, np.int64)] = np.arange(len(classes))
+  splits = {}
+  for split, arrays in dataset.splits.items():
+    labels = np.asarray(arrays["label"])
+    keep = new_label[labels] >= 0
+    if not keep.any():
+      raise CnnjaxError(f"split '{split}' of dataset '{dataset.name}' has no example "
+                        f"of config.dataset.classes {classes}")
+    splits[split] = {k: np.asarray(v)[keep] for k, v in arrays.items()}
+    splits[split]["label"] = new_label[labels[keep]].astype(labels.dtype)
+  metadata = dict(dataset.metadata, classes=[int(c) for c in classes])
+  for key in ("class_names", "label_names"):
+    names = metadata.get(key)
+    if names is not None and len(names) == dataset.num_classes:
+      metadata[key] = [names[c] for c in classes]
+  return dataclasses.replace(dataset, splits=splits, num_classes=len(classes),
+                             metadata=metadata)
 
 
 def select_splits(dataset, dataset_config):
