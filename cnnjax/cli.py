@@ -6,6 +6,7 @@
     cnnjax summary MODEL
     cnnjax benchmark-data --config FILE [--config.a.b=value ...]
     cnnjax conv-benchmark
+    cnnjax sweep --config FILE --grid KEY=V1,V2 [--grid ...] [--seeds N] [--config.a.b=value ...]
 """
 
 from __future__ import annotations
@@ -164,6 +165,63 @@ def cmd_conv_benchmark(args, overrides: list[str]) -> int:
   return benchmark_main(args.benchmark_args)
 
 
+def _parse_seed_list(text: str) -> list[int]:
+  try:
+    seeds = [int(s) for s in text.split(",") if s.strip()]
+  except ValueError:
+    seeds = []
+  if not seeds:
+    raise CnnjaxError(f"--seed-list takes integers such as 0,5,7, not '{text}'")
+  return seeds
+
+
+def _runs(count: int) -> str:
+  return f"{count} run" + ("" if count == 1 else "s")
+
+
+def cmd_sweep(args, overrides: list[str]) -> int:
+  import copy
+
+  from cnnjax import config as config_lib
+  from cnnjax import sweep
+
+  grid: dict[str, list[str]] = {}
+  for text in args.grid:
+    key, values = sweep.parse_grid_flag(text)
+    if key in grid:
+      raise CnnjaxError(f"--grid names '{key}' twice; give all its values in one --grid")
+    grid[key] = values
+  config = config_lib.load_config(args.config)
+  if args.seed_list is not None:
+    seeds = _parse_seed_list(args.seed_list)
+  else:
+    if args.seeds < 1:
+      raise CnnjaxError(f"--seeds must be positive, got {args.seeds}")
+    # Seeds count up from config.seed, as the overrides leave it.
+    first = config_lib.apply_overrides(copy.deepcopy(config), overrides).seed
+    seeds = list(range(first, first + args.seeds))
+  workdir = args.workdir or os.path.join(
+      "runs", "sweeps", os.path.relpath(default_workdir(args.config), "runs"))
+  summary = sweep.run(config, grid, seeds, workdir=workdir, overrides=overrides,
+                      metrics=args.metric or None, config_path=args.config,
+                      vmap_seeds=args.vmap_seeds)
+  print()
+  print(summary.to_markdown())
+  print()
+  print(f"Summary in {', '.join(summary.files.values())}; "
+        f"the runs in {os.path.join(workdir, '<setting>', 'seed_<s>')}")
+  trained, done = summary.count("trained"), summary.count("done")
+  failed = summary.failed
+  if not trained and not failed:
+    print(f"Nothing new was trained: all {_runs(done)} were already done.")
+  else:
+    print(f"{_runs(trained)} trained, {done} already done, {len(failed)} failed.")
+  for run in failed:
+    print(f"cnnjax: {run['slug']} seed {run['seed']} failed: {run['error']}",
+          file=sys.stderr)
+  return 1 if failed else 0
+
+
 # Subcommands whose own parser reads every argument after their name.
 _PASS_THROUGH = {"conv-benchmark": cmd_conv_benchmark}
 
@@ -224,6 +282,32 @@ def build_parser() -> argparse.ArgumentParser:
       help="time direct, im2col and FFT convolution against kernel size "
       "(`cnnjax conv-benchmark --help` for its options)")
   p.set_defaults(func=cmd_conv_benchmark, takes_overrides=False)
+
+  p = sub.add_parser(
+      "sweep", help="train an experiment over a grid of config values and "
+      "several seeds, and summarize each setting (mean and std over seeds)",
+      description="Overrides for every run: --config.KEY=VALUE. Grid values "
+      "are parsed as overrides are and separated by commas, or by ';' when a "
+      "value holds a comma: --grid 'model.stage_sizes=(1,1);(2,2)'. Each run "
+      "trains in WORKDIR/<setting>/seed_<s>; finished runs are not trained "
+      "again and interrupted ones resume.")
+  p.add_argument("--config", required=True, help="experiment file")
+  p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                 help="a config key and its values, e.g. "
+                 "optimizer.learning_rate=0.1,0.01 (repeat for a cross product)")
+  seeds = p.add_mutually_exclusive_group()
+  seeds.add_argument("--seeds", type=int, default=1, metavar="N",
+                     help="train seeds config.seed .. config.seed+N-1 (default 1)")
+  seeds.add_argument("--seed-list", metavar="S1,S2,...",
+                     help="train these seeds instead, e.g. 0,5,7")
+  p.add_argument("--workdir", help="the sweep's directory "
+                 "(default: runs/sweeps/<experiment>)")
+  p.add_argument("--vmap-seeds", action="store_true",
+                 help="train each setting's seeds together in one vmapped "
+                 "step (small models whose data fits on one device)")
+  p.add_argument("--metric", action="extend", nargs="+", default=[], metavar="KEY",
+                 help="summarize only these final metrics, e.g. test/accuracy")
+  p.set_defaults(func=cmd_sweep, takes_overrides=True)
   return parser
 
 
