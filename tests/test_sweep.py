@@ -231,10 +231,16 @@ def test_failed_run_is_recorded_and_the_cli_exits_non_zero(tmp_path, capsys):
                            "test/accuracy_max", "wall_time_s_mean"]
 
 
+def _metric_logs(workdir):
+  return sorted(os.path.join(root, "metrics.jsonl") for root, _, files
+                in os.walk(workdir) if "metrics.jsonl" in files)
+
+
 def test_cli_sweep_end_to_end(tmp_path, cli_env):
   workdir = str(tmp_path / "cli")
-  args = ["sweep", "--config", CNN, "--grid", "optimizer.learning_rate=0.01",
-          "--seeds", "2", "--workdir", workdir, "--config.seed=3",
+  # 2 settings x 2 seeds; the seeds of a setting train together (vmap).
+  args = ["sweep", "--config", CNN, "--grid", "optimizer.learning_rate=0.01,0.003",
+          "--seeds", "2", "--vmap-seeds", "--workdir", workdir, "--config.seed=3",
           "--config.dataset.num_samples=1000", "--config.num_steps=10",
           "--config.batch_size=50", "--config.eval_every=10",
           "--config.checkpoint_every=10", "--config.log_every=10",
@@ -246,16 +252,21 @@ def test_cli_sweep_end_to_end(tmp_path, cli_env):
 
   out = cli(args)
   assert out.returncode == 0, out.stderr
-  for seed in (3, 4):  # --seeds counts up from config.seed.
-    assert os.path.exists(os.path.join(workdir, "learning_rate=0.01", f"seed_{seed}",
-                                       "result.json"))
+  for rate in ("0.01", "0.003"):
+    for seed in (3, 4):  # --seeds counts up from config.seed.
+      assert os.path.exists(os.path.join(workdir, f"learning_rate={rate}",
+                                         f"seed_{seed}", "result.json"))
   assert "| optimizer.learning_rate | seeds | test/accuracy (%) |" in out.stdout
-  assert "| 0.01 | 2 |" in out.stdout
-  assert "2 runs trained, 0 already done, 0 failed." in out.stdout
+  assert "| 0.01 | 2 |" in out.stdout and "| 0.003 | 2 |" in out.stdout
+  assert "4 runs trained, 0 already done, 0 failed." in out.stdout
+  assert "one at a time" not in out.stdout
+  logs = {p: open(p).read() for p in _metric_logs(workdir)}
+  assert len(logs) == 4
 
   out = cli(args)
   assert out.returncode == 0, out.stderr
-  assert "Nothing new was trained: all 2 runs were already done." in out.stdout
+  assert "Nothing new was trained: all 4 runs were already done." in out.stdout
+  assert {p: open(p).read() for p in _metric_logs(workdir)} == logs
 
   out = cli(["sweep", "--config", CNN, "--grid", "optimizer.learnig_rate=0.1,0.01",
              "--workdir", str(tmp_path / "bad")])
