@@ -1,0 +1,126 @@
+"""Visualization methods by name, their shared options, and their outputs.
+
+A method is `fn(run, options) -> Output`: arrays (saved as `<name>.npz`) and
+matplotlib figures (saved as PNG). `cnnjax visualize METHOD` and the gallery
+call methods through `run_method`, which writes the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from cnnjax.errors import CnnjaxError
+
+METHODS: dict[str, "Method"] = {}
+
+
+@dataclasses.dataclass
+class Options:
+  """What a method may be asked for; each method reads what it needs.
+
+  `extra` holds method-specific values from `--option key=value`.
+  """
+  split: str = ""  # '' = the run's test split
+  indices: tuple[int, ...] = ()  # examples to explain; () = the first `num_examples`
+  num_examples: int = 4
+  layer: str = ""  # module path, e.g. 'c3'; '' = the method's default
+  channel: int = -1  # -1 = the method's default (e.g. the most active)
+  target_class: int = -1  # -1 = each example's label (or predicted class)
+  steps: int = 0  # iterations of an optimization; 0 = the method's default
+  top_k: int = 9
+  batch_size: int = 256  # memory bound for methods that run many passes
+  seed: int = 0
+  extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def get(self, key: str, default):
+    """A method-specific option, converted to the type of `default`."""
+    if key not in self.extra:
+      return default
+    value = self.extra[key]
+    try:
+      if isinstance(default, bool):
+        return str(value).lower() in ("1", "true", "yes") if isinstance(value, str) else bool(value)
+      if isinstance(default, (int, float)) and not isinstance(default, bool):
+        return type(default)(value)
+      if isinstance(default, tuple):
+        return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    except (TypeError, ValueError) as e:
+      raise CnnjaxError(f"--option {key}={value!r}: expected a "
+                        f"{type(default).__name__}") from e
+    return value
+
+
+@dataclasses.dataclass
+class Output:
+  """What a method produced: arrays for the .npz and figures for PNGs."""
+  arrays: dict[str, np.ndarray]
+  figures: dict[str, Any]  # file stem -> matplotlib Figure
+  caption: str = ""  # one or two sentences for the gallery
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  name: str
+  fn: Callable[..., Output]
+  summary: str  # one line for --help and the gallery
+
+
+def register(name: str, summary: str):
+  """Decorator: registers `fn(run, options) -> Output` as method `name`."""
+  def decorator(fn):
+    if name in METHODS:
+      raise ValueError(f"visualization method '{name}' is registered twice")
+    METHODS[name] = Method(name, fn, summary)
+    return fn
+  return decorator
+
+
+def method_names() -> list[str]:
+  _import_methods()
+  return list(METHODS)
+
+
+def get_method(name: str) -> Method:
+  _import_methods()
+  if name not in METHODS:
+    import difflib
+    close = difflib.get_close_matches(name, list(METHODS), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise CnnjaxError(f"unknown visualization method '{name}'{hint} "
+                      f"(known: {', '.join(METHODS)})")
+  return METHODS[name]
+
+
+def _import_methods() -> None:
+  # Importing the modules registers their methods, in this order.
+  from cnnjax.viz import inspection, attribution, synthesis  # noqa: F401
+
+
+def run_method(name: str, run, options: Options, out_dir: str) -> dict[str, Any]:
+  """Runs a method and writes `<out_dir>/<name>.npz` and its PNGs.
+
+  Returns {'method', 'caption', 'files': [paths]}.
+  """
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  method = get_method(name)
+  output = method.fn(run, options)
+  os.makedirs(out_dir, exist_ok=True)
+  files = []
+  if output.arrays:
+    path = os.path.join(out_dir, f"{name}.npz")
+    np.savez_compressed(path, **{k: np.asarray(v) for k, v in output.arrays.items()})
+    files.append(path)
+  for stem, figure in output.figures.items():
+    path = os.path.join(out_dir, f"{stem}.png")
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    files.append(path)
+  return {"method": name, "caption": output.caption or method.summary,
+          "files": files}
