@@ -278,3 +278,18 @@ def test_every_method_writes_a_figure_and_arrays(outputs, name):
   assert any(f.endswith(f"{name}.npz") for f in result["files"])
   assert np.all(np.isfinite(npz["images"])) and len(npz["labels"]) == 4
   assert result["caption"]
+
+
+def test_a_network_without_relus_is_said_to_get_the_plain_gradient():
+  from cnnjax.models import create_model
+  from cnnjax.viz.relu_rules import has_relu
+
+  x = np.zeros((1, 32, 32, 1), np.float32)
+  classic = create_model("lenet5", num_classes=4)  # tanh and average pooling
+  variables = classic.init(jax.random.key(0), x)
+  apply = lambda a: classic.apply(variables, a)  # noqa: E731
+  assert not has_relu(apply, x)
+  assert has_relu(tiny_run().logits, tiny_run().examples(n=1).inputs)
+  fn = modified_relu_gradient(lambda a: apply(a)[0, 1], "guided")
+  np.testing.assert_allclose(jax.grad(fn)(x), jax.grad(lambda a: apply(a)[0, 1])(x),
+                             rtol=1e-6, atol=1e-8)

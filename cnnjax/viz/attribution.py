@@ -34,7 +34,7 @@ import numpy as np
 from cnnjax.errors import CnnjaxError
 from cnnjax.viz import figures
 from cnnjax.viz.registry import Options, Output, register
-from cnnjax.viz.relu_rules import modified_relu_gradient
+from cnnjax.viz.relu_rules import has_relu, modified_relu_gradient
 
 
 # ---------------------------------------------------------------- shared parts
@@ -272,13 +272,16 @@ def _relu_rule_method(run, options: Options, rule: str, label: str) -> Output:
                      options.batch_size, rule=rule)
   maps = _heat(grads)
   stem = "guided-backprop" if rule == "guided" else "deconvnet"
+  # A network without ReLUs (the classic tanh LeNet-5) has no rule to change.
+  plain = not has_relu(run.logits, batch.inputs[:1])
+  note = (" This model has no ReLU, so the map is the plain gradient." if plain else "")
   fig = _rows_figure(batch, run.class_names,
                      [(label, grads, "signed"), (f"|{label}|", maps, "heat")],
-                     title=f"{label} (grey = 0)")
+                     title=f"{label} (grey = 0)" + (": no ReLU, plain gradient" if plain else ""))
   return Output(arrays={**batch.arrays(), "maps": maps, "gradients": grads},
                 figures={stem: fig},
                 caption=f"{label}: the gradient with a modified ReLU backward pass, "
-                        f"shown as an image (grey = 0) and as its magnitude.")
+                        f"shown as an image (grey = 0) and as its magnitude." + note)
 
 
 @register("guided-backprop", "Guided backpropagation: only positive gradients "

@@ -112,6 +112,11 @@ def _evaluate(jaxpr, consts, args, relu):
   return [read(v) for v in jaxpr.outvars]
 
 
+def has_relu(fn: Callable, *args) -> bool:
+  """Whether `fn(*args)` calls `jax.nn.relu` anywhere (traced, not run)."""
+  return _contains_relu(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
 def modified_relu_gradient(fn: Callable, rule: str) -> Callable:
   """`fn` with the same values, whose gradients pass ReLUs by `rule`.
 
