@@ -4,6 +4,7 @@
     cnnjax eval --workdir DIR [--best]
     cnnjax models [PATTERN]
     cnnjax summary MODEL
+    cnnjax visualize METHOD --workdir DIR [--out DIR] [options]   (METHOD gallery: all)
     cnnjax benchmark-data --config FILE [--config.a.b=value ...]
     cnnjax conv-benchmark
     cnnjax sweep --config FILE --grid KEY=V1,V2 [--grid ...] [--seeds N] [--config.a.b=value ...]
@@ -141,6 +142,49 @@ def cmd_summary(args, overrides: list[str]) -> int:
   return 0
 
 
+def _parse_indices(text: str) -> tuple[int, ...]:
+  try:
+    return tuple(int(t) for t in text.split(",") if t.strip())
+  except ValueError:
+    raise CnnjaxError(f"--indices takes integers such as 0,5,7, not '{text}'") from None
+
+
+def cmd_visualize(args, overrides: list[str]) -> int:
+  del overrides
+  from cnnjax.viz import registry
+  from cnnjax.viz.gallery import main_progress, write_gallery
+  from cnnjax.viz.run import load_run
+
+  names = registry.method_names() + ["gallery"]
+  if args.method not in names:
+    registry.get_method(args.method)  # The one-sentence error, with a hint.
+  extra = dict(_parse_option(o) for o in args.option)
+  options = registry.Options(
+      split=args.split, indices=_parse_indices(args.indices) if args.indices else (),
+      num_examples=args.num_examples, layer=args.layer, channel=args.channel,
+      target_class=args.target_class, steps=args.steps, top_k=args.top_k,
+      batch_size=args.batch_size, seed=args.seed, extra=extra)
+  if options.num_examples < 1 or options.top_k < 1 or options.batch_size < 1:
+    raise CnnjaxError("--num-examples, --top-k and --batch-size must be positive")
+  if options.steps < 0:
+    raise CnnjaxError("--steps cannot be negative")
+  run = load_run(args.workdir, which="best" if args.best else "latest")
+  if options.split and options.split not in run.dataset.splits:
+    raise CnnjaxError(f"--split '{options.split}' is not a split of dataset "
+                      f"'{run.dataset.name}' ({', '.join(run.dataset.splits)})")
+  out = args.out or os.path.join(args.workdir, "viz")
+  if args.method == "gallery":
+    result = write_gallery(run, out, options, progress=main_progress)
+    shown = sum(1 for s in result["sections"] if not s.get("error"))
+    print(f"Gallery of {shown} methods: {result['page']}")
+    return 0
+  result = registry.run_method(args.method, run, options, out)
+  print(f"{args.method} (checkpoint step {run.step}): {result['caption']}")
+  for path in result["files"]:
+    print(f"  {path}")
+  return 0
+
+
 def cmd_benchmark_data(args, overrides: list[str]) -> int:
   from cnnjax import config as config_lib
   from cnnjax.data.benchmark import benchmark_input, format_result
@@ -267,6 +311,37 @@ def build_parser() -> argparse.ArgumentParser:
                  help="skip XLA's FLOP count (counted FLOPs only)")
   p.add_argument("--json", help="also write the summary as JSON here")
   p.set_defaults(func=cmd_summary, takes_overrides=False)
+
+  p = sub.add_parser(
+      "visualize", help="look inside a trained run: filters, activations, "
+      "saliency, Grad-CAM, class models, ... (METHOD 'gallery' writes them all)",
+      description="Methods: filters, activations, neighbors, embedding, patches, "
+      "saliency, smoothgrad, guided-backprop, deconvnet, gradcam, occlusion, "
+      "integrated-gradients, class-model, neuron, deepdream, style-transfer, "
+      "sanity-check, and gallery (all of them, as one HTML page).")
+  p.add_argument("method", help="a method name, or 'gallery'")
+  p.add_argument("--workdir", required=True, help="a cnnjax run (its checkpoints)")
+  p.add_argument("--out", help="output directory (default: WORKDIR/viz)")
+  p.add_argument("--best", action="store_true", help="use the best checkpoint")
+  p.add_argument("--split", default="", help="examples from this split "
+                 "(default: test)")
+  p.add_argument("--indices", default="", help="examples to explain, e.g. 0,5,7")
+  p.add_argument("--num-examples", type=int, default=4,
+                 help="how many examples when --indices is not given")
+  p.add_argument("--layer", default="", help="a layer path, e.g. c3 or "
+                 "stage2_block0/conv1 (default: the method's choice)")
+  p.add_argument("--channel", type=int, default=-1, help="a channel of --layer")
+  p.add_argument("--class", dest="target_class", type=int, default=-1,
+                 help="the class to explain or synthesize (default: the label)")
+  p.add_argument("--steps", type=int, default=0, help="optimization steps "
+                 "(default: the method's)")
+  p.add_argument("--top-k", type=int, default=9)
+  p.add_argument("--batch-size", type=int, default=256,
+                 help="memory bound for methods that run many passes")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                 help="a method-specific option, e.g. --option samples=50")
+  p.set_defaults(func=cmd_visualize, takes_overrides=False)
 
   p = sub.add_parser(
       "benchmark-data", help="images/s of an experiment's input pipeline "
