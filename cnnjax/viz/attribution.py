@@ -189,19 +189,13 @@ def _rows_figure(batch: _Batch, class_names, columns, *, title: str = ""):
   return fig
 
 
-def _check_images(run) -> None:
-  if len(run.input_shape) != 3:
-    raise CnnjaxError(f"attribution maps need 2D images (H, W, C); this model's "
-                      f"input has shape {run.input_shape}")
-
-
 # ---------------------------------------------------------------- gradients
 
 
 @register("saliency", "Saliency map: |gradient of the class score| per pixel "
           "(Simonyan et al. 2014)")
 def saliency(run, options: Options) -> Output:
-  _check_images(run)
+  run.require_images("an attribution map")
   batch = _batch(run, options)
   grads = _gradients(run, run.variables, batch.inputs, batch.targets, options.batch_size)
   maps = _heat(grads)
@@ -242,7 +236,7 @@ def smoothgrad_gradients(run, variables, inputs, targets, *, samples: int, noise
 @register("smoothgrad", "SmoothGrad: the gradient averaged over noisy copies of "
           "the input (Smilkov et al. 2017)")
 def smoothgrad(run, options: Options) -> Output:
-  _check_images(run)
+  run.require_images("an attribution map")
   batch = _batch(run, options)
   samples = options.get("samples", 25)
   noise = options.get("noise", 0.15)
@@ -266,7 +260,7 @@ def smoothgrad(run, options: Options) -> Output:
 
 
 def _relu_rule_method(run, options: Options, rule: str, label: str) -> Output:
-  _check_images(run)
+  run.require_images("an attribution map")
   batch = _batch(run, options)
   grads = _gradients(run, run.variables, batch.inputs, batch.targets,
                      options.batch_size, rule=rule)
@@ -301,11 +295,8 @@ def deconvnet(run, options: Options) -> Output:
 
 def default_cam_layer(run) -> str:
   """The last module output with a spatial map: ndim 4 and H, W > 1."""
-  names = run.layer_names()
-  example = jnp.zeros((1, *run.input_shape), jnp.float32)
-  shapes = jax.eval_shape(lambda x: run.activations(x, names), example)
-  spatial = [n for n in names if len(shapes[n].shape) == 4
-             and shapes[n].shape[1] > 1 and shapes[n].shape[2] > 1]
+  spatial = [n for n, s in run.layer_shapes().items()
+             if len(s) == 3 and s[0] > 1 and s[1] > 1]
   if not spatial:
     raise CnnjaxError(f"model '{run.config.model.name}' has no layer with a spatial "
                       f"map for Grad-CAM; name one with --layer")
@@ -344,7 +335,7 @@ def _cam_layer(run, options: Options) -> str:
 @register("gradcam", "Grad-CAM: a layer's feature maps weighted by their mean "
           "gradient, and guided Grad-CAM (Selvaraju et al. 2017)")
 def gradcam(run, options: Options) -> Output:
-  _check_images(run)
+  run.require_images("an attribution map")
   batch = _batch(run, options)
   layer = _cam_layer(run, options)
   cam_fn = _gradcam_fn(run, layer)
@@ -424,7 +415,7 @@ def occlusion_maps(run, variables, inputs, targets, *, size: int, stride: int,
 @register("occlusion", "Occlusion: the drop of the class probability when a grey "
           "square hides each part of the image (Zeiler & Fergus 2014)")
 def occlusion(run, options: Options) -> Output:
-  _check_images(run)
+  run.require_images("an attribution map")
   batch = _batch(run, options)
   height, width = run.input_shape[:2]
   size = options.get("size", max(1, min(height, width) // 4))
@@ -483,7 +474,7 @@ def integrated_gradients(run, variables, inputs, targets, *, steps: int, batch_s
 @register("integrated-gradients", "Integrated gradients from the mean image, with "
           "their completeness gap (Sundararajan et al. 2017)")
 def integrated_gradients_method(run, options: Options) -> Output:
-  _check_images(run)
+  run.require_images("an attribution map")
   batch = _batch(run, options)
   steps = options.steps or 32
   attributions, gaps, difference = integrated_gradients(
@@ -547,7 +538,7 @@ def _randomized(variables, fresh, modules: Sequence[str]):
 @register("sanity-check", "Sanity check: how the maps change when the weights are "
           "re-initialised from the top layer down (Adebayo et al. 2018)")
 def sanity_check(run, options: Options) -> Output:
-  _check_images(run)
+  run.require_images("an attribution map")
   batch = _batch(run, options)
   modules = _parameter_modules(run)
   example = jnp.zeros((1, *run.input_shape), jnp.float32)

@@ -68,14 +68,6 @@ def _colour_labels(labels) -> np.ndarray:
   return labels.argmax(-1) if labels.ndim > 1 else labels.astype(int)
 
 
-def _layer_shapes(run) -> dict[str, tuple[int, ...]]:
-  """Output shape (without batch) of every layer, traced abstractly."""
-  names = run.layer_names()
-  example = jax.ShapeDtypeStruct((1, *run.input_shape), jnp.float32)
-  shapes = jax.eval_shape(lambda x: run.activations(x, names), example)
-  return {name: tuple(shapes[name].shape[1:]) for name in names}
-
-
 def _subtree(params, path: str):
   tree = params
   for key in path.split("/"):
@@ -104,14 +96,14 @@ def layer_kernel(run, layer: str) -> np.ndarray | None:
 
 def conv_layers(run) -> list[str]:
   """Layers (in call order) that are convolutions with a spatial output."""
-  shapes = _layer_shapes(run)
+  shapes = run.layer_shapes()
   return [name for name, shape in shapes.items()
           if len(shape) >= 2 and layer_kernel(run, name) is not None]
 
 
 def spatial_layers(run) -> list[str]:
   """Layers (in call order) whose output is a map: (H, W, C) and wider."""
-  return [name for name, shape in _layer_shapes(run).items() if len(shape) >= 3]
+  return [name for name, shape in run.layer_shapes().items() if len(shape) >= 3]
 
 
 def _batches(run, split: str, batch_size: int, fn: Callable,
@@ -368,7 +360,7 @@ def _summary_row(run, layer: str):
   for row in rows:
     if row.name == layer:
       return row
-  shape = _layer_shapes(run)[layer]
+  shape = run.layer_shapes()[layer]
   inside = [row for row in rows if row.name.startswith(layer + "/")
             and tuple(row.output_shape) == shape]  # A block: its last leaf.
   if inside:
@@ -401,7 +393,7 @@ def top_units(acts: np.ndarray, top_k: int, distinct: bool) -> tuple[np.ndarray,
 @register("patches", "input patches (receptive fields) that activate a "
           "channel the most")
 def patches(run, options: Options) -> Output:
-  shapes = _layer_shapes(run)
+  shapes = run.layer_shapes()
   if options.layer:
     layer = options.layer
     run.check_layer(layer)

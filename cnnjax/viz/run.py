@@ -133,22 +133,33 @@ class Run:
     out = self.model.apply(self.variables, inputs, train=False)
     return out[0] if isinstance(out, (tuple, list)) else out
 
-  def layer_names(self) -> list[str]:
-    """Paths of every module whose output is an array, in call order."""
+  def layer_shapes(self) -> dict[str, tuple[int, ...]]:
+    """Output shape (without the batch axis) of every module whose output is
+    an array, by path, in call order; traced abstractly (nothing is run)."""
     example = jnp.zeros((1, *self.input_shape), jnp.float32)
-    names: list[str] = []
+    shapes: dict[str, tuple[int, ...]] = {}
 
     def record(next_fun, args, kwargs, context):
       out = next_fun(*args, **kwargs)
       if context.method_name == "__call__" and context.module.path:
         name = "/".join(context.module.path)
-        if isinstance(out, jax.Array) and name not in names:
-          names.append(name)
+        if isinstance(out, jax.Array) and name not in shapes:
+          shapes[name] = tuple(out.shape[1:])
       return out
 
     with nn.intercept_methods(record):
       jax.eval_shape(lambda x: self.logits(x), example)
-    return names
+    return shapes
+
+  def layer_names(self) -> list[str]:
+    """Paths of every module whose output is an array, in call order."""
+    return list(self.layer_shapes())
+
+  def require_images(self, what: str) -> None:
+    """One sentence unless the inputs are 2D images (H, W, C)."""
+    if len(self.input_shape) != 3:
+      raise CnnjaxError(f"{what} needs 2D images (H, W, C); this model's inputs "
+                        f"have shape {self.input_shape}")
 
   def check_layer(self, layer: str) -> None:
     names = self.layer_names()

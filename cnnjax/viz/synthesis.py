@@ -208,19 +208,6 @@ def _settings(run, options: Options, *, steps: int, lr: float, l2: float,
   return settings
 
 
-def _check_images(run) -> None:
-  if len(run.input_shape) != 3:
-    raise CnnjaxError(f"synthesis needs 2D images (H, W, C); this model's inputs "
-                      f"have shape {run.input_shape}")
-
-
-def _layer_shapes(run) -> dict[str, tuple[int, ...]]:
-  names = run.layer_names()
-  example = jnp.zeros((1, *run.input_shape), jnp.float32)
-  shapes = jax.eval_shape(lambda x: run.activations(x, names), example)
-  return {name: tuple(shape.shape) for name, shape in shapes.items()}
-
-
 def _has_kernel(params, path: Sequence[str]) -> bool:
   node = params
   for part in path:
@@ -233,8 +220,8 @@ def _has_kernel(params, path: Sequence[str]) -> bool:
 def conv_layers(run) -> list[str]:
   """Layers whose output is a (B, H, W, C) map with H, W > 1 and that hold a
   convolution kernel (e.g. LeNet-5: c1, c3); any such map if none do."""
-  shapes = _layer_shapes(run)
-  maps = [n for n, s in shapes.items() if len(s) == 4 and s[1] > 1 and s[2] > 1]
+  shapes = run.layer_shapes()
+  maps = [n for n, s in shapes.items() if len(s) == 3 and s[0] > 1 and s[1] > 1]
   params = dict(run.variables).get("params", {})
   convs = [n for n in maps if _has_kernel(params, n.split("/"))]
   return convs or maps
@@ -315,7 +302,7 @@ def _curve_figure(history: np.ndarray, labels: Sequence[str], title: str, ylabel
 @register("class-model", "an image per class maximizing its score (Simonyan et al. "
           "2014, with the regularizers of Yosinski et al. 2015)")
 def class_model(run, options: Options) -> Output:
-  _check_images(run)
+  run.require_images("synthesis")
   num_classes = run.dataset.num_classes
   if options.target_class >= num_classes:
     raise CnnjaxError(f"--target-class {options.target_class} is out of range: the "
@@ -363,11 +350,11 @@ def class_model(run, options: Options) -> Output:
 @register("neuron", "images maximizing one channel of a layer (default: the first "
           "channels of the last conv layer)")
 def neuron(run, options: Options) -> Output:
-  _check_images(run)
+  run.require_images("synthesis")
   layer = _feature_layer(run, options.layer)
-  shape = _layer_shapes(run)[layer]
-  if len(shape) not in (2, 4):
-    raise CnnjaxError(f"layer '{layer}' has outputs of shape {shape[1:]}; pick a "
+  shape = run.layer_shapes()[layer]
+  if len(shape) not in (1, 3):
+    raise CnnjaxError(f"layer '{layer}' has outputs of shape {shape}; pick a "
                       f"layer with a (H, W, C) map or a vector")
   num_channels = shape[-1]
   if options.channel >= num_channels:
@@ -465,7 +452,7 @@ def deep_dream(objective: Callable, base, *, octaves: int = 3, octave_scale: flo
 @register("deepdream", "a real image changed to excite a layer, over octaves "
           "(Mordvintsev et al. 2015)")
 def deepdream(run, options: Options) -> Output:
-  _check_images(run)
+  run.require_images("synthesis")
   layer = _feature_layer(run, options.layer)
   split = options.split or run.eval_split
   indices = options.indices or tuple(range(min(2, run.split_size(split))))
@@ -546,7 +533,7 @@ def style_losses(model, x, *, content_layer: str, style_layers: Sequence[str],
 @register("style-transfer", "one example's content in another's style, from the "
           "network's features (Gatys et al. 2016)")
 def style_transfer(run, options: Options) -> Output:
-  _check_images(run)
+  run.require_images("synthesis")
   split = options.split or run.eval_split
   content_layer = _feature_layer(run, options.layer)
   style_layers = options.get("style_layers", ())
