@@ -54,7 +54,6 @@ CHECKS = textwrap.dedent('''
 
     def run(name, config):
       exp = loop.build_experiment(config)
-      feed = loop.Feed(exp)
       traces = []
       original = exp.train_step
       def counting(*a):

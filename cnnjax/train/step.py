@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from cnnjax.data.arrays import input_key
+from cnnjax.data.mixing import mix_batch, mixed_loss
 from cnnjax.data.pipeline import average_views
 from cnnjax.train import metrics as metrics_lib
 from cnnjax.train.precision import all_finite
@@ -81,7 +82,6 @@ def make_train_step(loss_fn: Callable, learning_rate: Callable, *,
     """(grads, new batch_stats, metric sums) of one (micro-)batch."""
     inputs, labels = batch[input_key(batch)], batch["label"]
     if mixing:
-      from cnnjax.data.mixing import mix_batch, mixed_loss
       inputs, partner, lam = mix_batch(
           inputs, jax.random.fold_in(rng, 1), mixup_alpha=mix["mixup_alpha"],
           cutmix_alpha=mix["cutmix_alpha"], switch_prob=mix["switch_prob"],
