@@ -27,7 +27,19 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 RESUMABLE_KEYS = ("num_steps", "num_epochs", "log_every", "eval_every",
                   "checkpoint_every", "keep_checkpoints", "progress_bar",
                   # The same global batch on other devices: the same run.
-                  "parallel.num_devices", "parallel.distributed")
+                  "parallel.num_devices", "parallel.distributed",
+                  # What the run aims at and how `reproduce` reports it, and
+                  # keys that only smoke runs read.
+                  "reference.*", "reproduce.*", "smoke_image_size",
+                  "dataset.smoke_data")
+
+
+def is_resumable(key: str) -> bool:
+  """Whether a flat config key may change without invalidating checkpoints."""
+  # 'reproduce.*' also covers 'reproduce' itself, which is how a group that
+  # a config written by an older cnnjax lacks shows up.
+  return any(key == k or (k.endswith(".*") and (key == k[:-2] or key.startswith(k[:-1])))
+             for k in RESUMABLE_KEYS)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -69,6 +81,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Keep only these classes (in-memory datasets), renumbered 0..k-1 in this
   # order, e.g. (5, 6, 7, 8, 9); () keeps all.
   c.dataset.classes = ()
+  # Smoke runs only: 'auto' uses the real data when it is on this machine and
+  # otherwise a generated stand-in of the same shapes, classes and task
+  # (cnnjax/data/standin.py); 'synthetic' always uses the stand-in; 'real'
+  # never does (a missing dataset is then an error, as in a full run).
+  c.dataset.smoke_data = "auto"
 
   c.batch_size = 128  # Global batch, over all devices.
   c.eval_batch_size = 1000
@@ -204,10 +221,32 @@ def base_config() -> ml_collections.ConfigDict:
   c.reference.metric = ""  # e.g. 'test/accuracy'
   c.reference.value = 0.0
   c.reference.source = ""
+  # More published figures of the same run, as 'METRIC=VALUE' strings, e.g.
+  # ('test/accuracy=0.907',) beside a test/auc reference.
+  c.reference.others = ()
+
+  # How `cnnjax reproduce` runs the experiment (see cnnjax/reproduce.py).
+  c.reproduce = ml_collections.ConfigDict()
+  c.reproduce.seeds = 1  # seeds when --seeds is not given
+  # 'KEY=V1,V2,...' strings: runs over these settings are pooled into one
+  # figure, their mean (Kim 2014's 10 folds: 'dataset.fold=0,1,...,9').
+  c.reproduce.average_over = ()
+  # 'KEY=V1,V2,...' strings: each setting (their cross product) is one row
+  # of the result card (the material's claims: plain vs residual, ...).
+  c.reproduce.compare = ()
+  # One sentence on how this run departs from the paper (budget, data).
+  c.reproduce.note = ""
+  # An experiment id (e.g. 'digits/lenet5_first5') reproduced first; its
+  # seed-0 run becomes this experiment's transfer.init_from.
+  c.reproduce.init_from_experiment = ""
+  # A check run on the finished runs, adding figures to the card (see
+  # cnnjax/analysis/claims.py: 'ensemble', 'shift_invariance', ...).
+  c.reproduce.analysis = ""
 
   # Shrinks any experiment to a few seconds (tests, `reproduce --smoke`).
   c.smoke = False
   c.smoke_steps = 12
+  c.smoke_image_size = 64  # smoke runs cap dataset.image_size at this
   return c
 
 
@@ -470,6 +509,8 @@ def apply_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.batch_size = min(config.batch_size, 32)
     config.schedule.warmup_steps = min(config.schedule.warmup_steps, steps // 4)
     config.schedule.warmup_epochs = 0.0
+    if config.dataset.image_size > config.smoke_image_size > 0:
+      config.dataset.image_size = config.smoke_image_size
   return config
 
 

@@ -247,8 +247,10 @@ def _finished_result(config: ml_collections.ConfigDict,
     return None
   effective = config_lib.apply_smoke(copy.deepcopy(config))  # As the loop sees it.
   current = json.loads(effective.to_json_best_effort())
-  bookkeeping = set(config_lib.RESUMABLE_KEYS) - {"num_steps", "num_epochs"}
-  if any(d.split(":")[0] not in bookkeeping
+  def bookkeeping(key):
+    return key not in ("num_steps", "num_epochs") and config_lib.is_resumable(key)
+
+  if any(not bookkeeping(d.split(":")[0])
          for d in config_lib.config_differences(stored, current)):
     return None
   if effective.num_steps > 0 and result.get("num_steps") != effective.num_steps:

@@ -331,7 +331,7 @@ def _prepare_workdir(config, workdir: str) -> None:
         previous = None
     if previous is not None:
       diffs = [d for d in config_lib.config_differences(previous, current)
-               if d.split(":")[0] not in config_lib.RESUMABLE_KEYS]
+               if not config_lib.is_resumable(d.split(":")[0])]
       if diffs:
         raise CnnjaxError(
             f"workdir '{workdir}' holds a run with a different config "
