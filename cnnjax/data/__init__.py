@@ -16,12 +16,18 @@ the host (tf.data for encoded images).
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import numpy as np
 
 from cnnjax.data.arrays import ArrayDataset  # noqa: F401
 from cnnjax.data.stream import StreamDataset  # noqa: F401
-from cnnjax.errors import CnnjaxError
+from cnnjax.errors import CnnjaxError, DataMissingError
+
+# config.dataset.smoke_data: where a smoke run's data comes from.
+SMOKE_DATA = ("auto", "synthetic", "real")
+# Sources that generate or bundle their data: always present, no stand-in.
+ALWAYS_PRESENT = ("mnist1d", "digits")
 
 
 def _loaders():
@@ -41,7 +47,35 @@ def list_datasets() -> list[str]:
 
 
 def get_dataset(dataset_config, *, smoke: bool = False):
-  """The dataset named by `dataset_config.name`: ArrayDataset or StreamDataset."""
+  """The dataset named by `dataset_config.name`: ArrayDataset or StreamDataset.
+
+  Smoke runs read `dataset_config.smoke_data`: 'auto' loads the real data and,
+  when it is not on this machine (DataMissingError), a generated stand-in of
+  the same shapes, classes, task and splits (cnnjax/data/standin.py);
+  'synthetic' always takes the stand-in; 'real' never does. Full runs, and
+  the generated or bundled sources (mnist1d, digits), always load the real data.
+  """
+  smoke_data = str(dataset_config.get("smoke_data", "auto"))
+  if smoke_data not in SMOKE_DATA:
+    raise CnnjaxError(f"config.dataset.smoke_data must be one of "
+                      f"{', '.join(SMOKE_DATA)}, got '{smoke_data}'")
+  if not smoke or smoke_data == "real" or dataset_config.name in ALWAYS_PRESENT:
+    return _load_real(dataset_config, smoke=smoke)
+  from cnnjax.data import standin
+  if smoke_data == "synthetic":
+    return standin.standin_dataset(dataset_config)
+  try:
+    return _load_real(dataset_config, smoke=smoke)
+  except DataMissingError:
+    if not standin.has_standin(dataset_config):
+      raise
+  print(f"smoke run: {standin.describe(dataset_config)} is not on this machine; "
+        "using a generated stand-in of the same shape", file=sys.stderr, flush=True)
+  return standin.standin_dataset(dataset_config)
+
+
+def _load_real(dataset_config, *, smoke: bool):
+  """The real data of `dataset_config.name`, from its loader or TFDS."""
   loaders = _loaders()
   name = dataset_config.name
   classes = tuple(dataset_config.get("classes", ()) or ())
@@ -56,9 +90,11 @@ def get_dataset(dataset_config, *, smoke: bool = False):
     from cnnjax.data.tfdata_sources import load_tfds
     dataset = load_tfds(dataset_config, smoke=smoke)
   except CnnjaxError as e:
-    if "tensorflow" not in str(e).lower():
+    # Only a missing TensorFlow is rewritten (a missing dataset's message may
+    # name ~/tensorflow_datasets). Without it the data cannot be read here.
+    if isinstance(e, DataMissingError) or "tensorflow" not in str(e).lower():
       raise
-    raise CnnjaxError(
+    raise DataMissingError(
         f"unknown dataset '{name}' (cnnjax's: {', '.join(sorted(loaders))}); "
         "TFDS names need `pip install tensorflow-cpu tensorflow-datasets`") from e
   return select_classes(dataset, classes)

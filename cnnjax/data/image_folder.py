@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from cnnjax.data.arrays import ArrayDataset
-from cnnjax.errors import CnnjaxError
+from cnnjax.errors import CnnjaxError, DataMissingError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm",
                     ".tif", ".tiff", ".webp")
@@ -29,14 +29,14 @@ EVAL_FOLDERS = {"val": "val", "validation": "validation", "test": "test"}
 def scan(data_dir: str) -> tuple[list[str], dict[str, tuple[list[str], np.ndarray]]]:
   """(class names, {split: (file paths, labels)}), checking the layout."""
   if not data_dir:
-    raise CnnjaxError("dataset 'image_folder' needs config.dataset.data_dir, a "
+    raise DataMissingError("dataset 'image_folder' needs config.dataset.data_dir, a "
                       "directory with train/ and test/ inside, one subfolder per class")
   if os.path.isfile(data_dir) and data_dir.endswith((".tar", ".tar.gz", ".tgz", ".zip")):
     raise CnnjaxError(f"'{data_dir}' is an archive; extract it first (e.g. "
                       f"`tar xzf {data_dir} -C DIR`) and set "
                       "config.dataset.data_dir to the extracted directory")
   if not os.path.isdir(data_dir):
-    raise CnnjaxError(f"image folder '{data_dir}' does not exist; set "
+    raise DataMissingError(f"image folder '{data_dir}' does not exist; set "
                       "config.dataset.data_dir to a directory with train/ and test/")
   train_dir = os.path.join(data_dir, "train")
   if not os.path.isdir(train_dir):

@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from cnnjax.data.arrays import ArrayDataset
-from cnnjax.errors import CnnjaxError
+from cnnjax.errors import CnnjaxError, DataMissingError
 
 DOWNLOAD_PAGE = "https://zenodo.org/records/10519652"
 DEFAULT_DATA_DIR = "~/.medmnist"  # Where the medmnist package keeps them too.
@@ -164,7 +164,7 @@ def load_medmnist(dataset_config, *, smoke: bool = False) -> ArrayDataset:
   path = os.path.join(data_dir, info.file_name(image_size))
   if not os.path.exists(path):
     if not dataset_config.get("download", False):
-      raise CnnjaxError(
+      raise DataMissingError(
           f"the MedMNIST file {path} is missing: set "
           "--config.dataset.download=true to fetch it (needs `pip install "
           f"medmnist`) or download it from {DOWNLOAD_PAGE} into {data_dir}")

@@ -39,7 +39,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from cnnjax.data.arrays import ArrayDataset
-from cnnjax.errors import CnnjaxError
+from cnnjax.errors import CnnjaxError, DataMissingError
 
 PAD = "<pad>"  # id 0: the zero vector of the embedding table.
 UNK = "<unk>"  # id 1: words left out of the vocabulary.
@@ -195,14 +195,14 @@ def load_mr(dataset_config, *, smoke: bool = False) -> ArrayDataset:
   data_dir = _data_dir(dataset_config, "the folder holding rt-polarity.pos "
                        "and rt-polarity.neg")
   if not os.path.isdir(data_dir):
-    raise CnnjaxError(f"MR data folder {data_dir} does not exist; set "
+    raise DataMissingError(f"MR data folder {data_dir} does not exist; set "
                       "dataset.data_dir to the folder holding rt-polarity.pos "
                       "and rt-polarity.neg")
   sentences, labels = [], []
   for filename, label in (("rt-polarity.pos", 1), ("rt-polarity.neg", 0)):
     path = os.path.join(data_dir, filename)
     if not os.path.isfile(path):
-      raise CnnjaxError(f"MR file {path} is missing; data_dir must hold "
+      raise DataMissingError(f"MR file {path} is missing; data_dir must hold "
                         "rt-polarity.pos and rt-polarity.neg")
     lines = [line for _, line in _read_lines(path)]
     if not lines:
@@ -236,7 +236,7 @@ def load_text_file(dataset_config, *, smoke: bool = False) -> ArrayDataset:
   elif os.path.isdir(data_dir):
     files = {"train": os.path.join(data_dir, "train.txt")}
     if not os.path.isfile(files["train"]):
-      raise CnnjaxError(f"text data file {files['train']} is missing; a "
+      raise DataMissingError(f"text data file {files['train']} is missing; a "
                         "data_dir folder needs train.txt (test.txt and dev.txt "
                         "are optional)")
     for split, filename in (("validation", "dev.txt"), ("test", "test.txt")):
@@ -244,7 +244,7 @@ def load_text_file(dataset_config, *, smoke: bool = False) -> ArrayDataset:
       if os.path.isfile(path):
         files[split] = path
   else:
-    raise CnnjaxError(f"text data {data_dir} does not exist; set "
+    raise DataMissingError(f"text data {data_dir} does not exist; set "
                       "dataset.data_dir to a LABEL<whitespace>TEXT file or a "
                       "folder with train.txt")
 
@@ -299,7 +299,7 @@ def _options(dataset_config) -> dict:
 def _data_dir(dataset_config, what: str) -> str:
   data_dir = dataset_config.get("data_dir", None)
   if not data_dir:
-    raise CnnjaxError(f"dataset.data_dir is not set; point it to {what}")
+    raise DataMissingError(f"dataset.data_dir is not set; point it to {what}")
   return os.path.expanduser(str(data_dir))
 
 

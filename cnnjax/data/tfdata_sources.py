@@ -20,7 +20,7 @@ from cnnjax.data import tfdata
 from cnnjax.data.arrays import ArrayDataset
 from cnnjax.data.stream import StreamDataset
 from cnnjax.data.tf_utils import import_tensorflow, import_tfds
-from cnnjax.errors import CnnjaxError
+from cnnjax.errors import CnnjaxError, DataMissingError
 
 # Per-channel statistics in [0, 1] units, for datasets too big to measure.
 KNOWN_STATS = {
@@ -66,7 +66,7 @@ def _builder(name: str, data_dir: str, download: bool):
   if not builder.is_prepared():
     where = data_dir or os.path.expanduser("~/tensorflow_datasets")
     if not download:
-      raise CnnjaxError(
+      raise DataMissingError(
           f"TFDS dataset '{name}' is not in {where}; run with "
           "--config.dataset.download=true to fetch it, or set "
           "config.dataset.data_dir to where it is")

@@ -508,7 +508,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   result = write_result(
       config, workdir, config_path=config_path, num_steps=num_steps,
       final=eval_metrics, best_step=best_step,
-      wall_time_s=elapsed_before if finished_before else elapsed())
+      wall_time_s=elapsed_before if finished_before else elapsed(),
+      standin_data=bool(exp.dataset.metadata.get("standin", False)))
   writer.close()
   return result
 

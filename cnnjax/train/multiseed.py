@@ -208,5 +208,6 @@ def train_seeds_together(configs: Sequence[ml_collections.ConfigDict],
         c, w, config_path=config_path, num_steps=num_steps,
         final=eval_metrics[i], best_step=best_steps[i],
         wall_time_s=elapsed_before if start_step >= num_steps else elapsed(),
-        trained_with_seeds=[k.seed for k in configs]))
+        trained_with_seeds=[k.seed for k in configs],
+        standin_data=bool(dataset.metadata.get("standin", False))))
   return results
