@@ -8,6 +8,7 @@
     cnnjax benchmark-data --config FILE [--config.a.b=value ...]
     cnnjax conv-benchmark
     cnnjax sweep --config FILE --grid KEY=V1,V2 [--grid ...] [--seeds N] [--config.a.b=value ...]
+    cnnjax reproduce [--filter TEXT ...] [--smoke] [--seeds N] [--list] [--config.a.b=value ...]
 """
 
 from __future__ import annotations
@@ -266,6 +267,64 @@ def cmd_sweep(args, overrides: list[str]) -> int:
   return 1 if failed else 0
 
 
+def cmd_reproduce(args, overrides: list[str]) -> int:
+  from cnnjax import reproduce
+
+  experiments = reproduce.discover("experiments")
+  chosen = reproduce.select(experiments, args.filter)
+  if args.seeds is not None and args.seeds < 1:
+    raise CnnjaxError(f"--seeds must be positive, got {args.seeds}")
+  # Every config, override and grid is checked before anything trains.
+  plans = [reproduce.plan(e, seeds=args.seeds, smoke=args.smoke, overrides=overrides)
+           for e in chosen]
+  if args.list:
+    print(reproduce.table([reproduce.plan_line(p) for p in plans],
+                          ("id", "metric", "published", "runs", "source")))
+    return 0
+  from cnnjax.train.loop import TrainingInterrupted
+
+  # Smoke cards never reach the repository's RESULTS.md unless asked to.
+  smoke = any(p.config.smoke for p in plans)
+  workdir = args.workdir or os.path.join(
+      "runs", "reproduce_smoke" if smoke else "reproduce")
+  results = args.results or (os.path.join(workdir, "RESULTS.md") if smoke
+                             else "RESULTS.md")
+  cards_dir, _ = reproduce.results_dirs(results)
+  cards, errors, interrupted = [], [], None
+  for index, (experiment, p) in enumerate(zip(chosen, plans)):
+    print(f"[{index + 1}/{len(chosen)}] {experiment.id}: {_runs(p.num_runs)}",
+          flush=True)
+    try:
+      card = reproduce.reproduce_one(
+          experiment, workdir=workdir, seeds=args.seeds, smoke=args.smoke,
+          overrides=overrides, vmap_seeds=args.vmap_seeds, experiments=experiments,
+          progress=lambda line: print(f"    {line}", flush=True))
+    except TrainingInterrupted as e:
+      interrupted = e
+      break
+    except CnnjaxError as e:
+      errors.append(experiment.id)
+      print(f"cnnjax: error: {experiment.id}: {e}", file=sys.stderr)
+      continue
+    reproduce.store_card(card, cards_dir)
+    cards.append(card)
+  if cards:
+    reproduce.update_results(results, cards_dir)
+    print()
+    print(reproduce.table([reproduce.summary_line(c) for c in cards],
+                          ("id", "published", "measured", "runs", "wall time")))
+    print()
+    print(f"Cards in {cards_dir}; results in {results}")
+  failed = [(c["id"], f) for c in cards for f in c["failed"]]
+  for experiment_id, f in failed:
+    print(f"cnnjax: {experiment_id}: {f['setting']} seed {f['seed']} failed: "
+          f"{f['error']}", file=sys.stderr)
+  if interrupted is not None:
+    print(f"cnnjax: {interrupted}; rerun the same command to resume", file=sys.stderr)
+    return interrupted.exit_code
+  return 2 if errors else 1 if failed else 0
+
+
 # Subcommands whose own parser reads every argument after their name.
 _PASS_THROUGH = {"conv-benchmark": cmd_conv_benchmark}
 
@@ -383,6 +442,28 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--metric", action="extend", nargs="+", default=[], metavar="KEY",
                  help="summarize only these final metrics, e.g. test/accuracy")
   p.set_defaults(func=cmd_sweep, takes_overrides=True)
+
+  p = sub.add_parser(
+      "reproduce", help="reproduce published results: run the experiments "
+      "under experiments/ and rewrite their result cards in RESULTS.md",
+      description="Overrides for every run: --config.KEY=VALUE. Runs train "
+      "in WORKDIR/<experiment id>/<setting>/seed_<s>; finished runs are not "
+      "trained again, so an interrupted reproduction resumes.")
+  p.add_argument("--filter", action="append", default=[], metavar="TEXT",
+                 help="only experiments whose id contains TEXT (repeatable)")
+  p.add_argument("--smoke", action="store_true", help="a few steps per run, "
+                 "to check that everything runs (cards go to WORKDIR/RESULTS.md)")
+  p.add_argument("--seeds", type=int, metavar="N",
+                 help="seeds 0..N-1 (default: each experiment's reproduce.seeds)")
+  p.add_argument("--workdir", help="where the runs train (default: "
+                 "runs/reproduce, runs/reproduce_smoke with --smoke)")
+  p.add_argument("--results", help="the results file to update (default: "
+                 "RESULTS.md, WORKDIR/RESULTS.md with --smoke)")
+  p.add_argument("--list", action="store_true",
+                 help="list the experiments and their runs, and exit")
+  p.add_argument("--vmap-seeds", action="store_true",
+                 help="train each setting's seeds together in one vmapped step")
+  p.set_defaults(func=cmd_reproduce, takes_overrides=True)
   return parser
 
 

@@ -280,6 +280,16 @@ def load_config(path: str | os.PathLike[str]) -> ml_collections.ConfigDict:
   return config
 
 
+def module_from(this_file: str, sibling: str):
+  """Imports a sibling Python file of an experiment (shared tables, helpers)."""
+  path = os.path.join(os.path.dirname(this_file), sibling)
+  name = "cnnjax_experiment_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def config_from(this_file: str, sibling: str) -> ml_collections.ConfigDict:
   """Loads a sibling experiment, for configs derived from another one."""
   config = load_config(os.path.join(os.path.dirname(this_file), sibling))
@@ -454,6 +464,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f"reflect, got '{a.translate_mode}'")
   if config.dataset.max_device_mb < 0:
     raise CnnjaxError("config.dataset.max_device_mb cannot be negative")
+  if config.dataset.smoke_data not in ("auto", "synthetic", "real"):
+    raise CnnjaxError("config.dataset.smoke_data must be auto, synthetic or "
+                      f"real, got '{config.dataset.smoke_data}'")
   if not 0.0 <= config.loss.label_smoothing < 1.0:
     raise CnnjaxError("config.loss.label_smoothing must be in [0, 1), got "
                       f"{config.loss.label_smoothing}")
