@@ -3,6 +3,7 @@
 from cnnjax.models import alexnet  # noqa: F401
 from cnnjax.models import allconv  # noqa: F401
 from cnnjax.models import cifar_resnet  # noqa: F401
+from cnnjax.models import claims  # noqa: F401
 from cnnjax.models import conv1d  # noqa: F401
 from cnnjax.models import densenet  # noqa: F401
 from cnnjax.models import ecg  # noqa: F401

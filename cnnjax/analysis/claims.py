@@ -1,0 +1,237 @@
+"""Checks run on the finished runs of a claims experiment (experiments/claims/).
+
+`cnnjax reproduce` trains every row (setting) x seed of an experiment, then,
+when its config names `reproduce.analysis`, calls
+
+    figures = run_analysis(name, runs)  # {slug: {figure: value}}
+
+with `runs` the finished runs, each a dict {'slug', 'setting', 'seed',
+'workdir', 'result'}; the figures join the row's card. The analyses:
+
+- 'params': the number of trainable parameters of the row's model;
+- 'shift_invariance': test accuracy on test inputs shifted by 0 to 4
+  positions, black filling the uncovered border ('shift<k>/accuracy', mean
+  over the seeds and the two directions of every spatial axis) and the drop
+  from 0 to 2 ('shift_drop/0_to_2');
+- 'ensemble': the accuracy of the seeds' averaged softmax
+  ('ensemble/accuracy') against the mean single network
+  ('single/accuracy_mean'), and the number of members ('members');
+- 'generalization': the accuracy on the training split in evaluation mode
+  (no dropout, no augmentation: 'train/accuracy') and the gap to the test
+  accuracy ('gap/accuracy'), means over the seeds.
+
+Every evaluation restores the run's latest checkpoint (`viz.run.load_run`)
+and uses the run's own preprocessing (uint8 -> [0, 1], per-channel
+normalization, test-time views if the run had them), jitted and batched over
+the whole split.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from cnnjax.errors import CnnjaxError
+
+Runs = Sequence[dict[str, Any]]
+Figures = dict[str, dict[str, float]]
+
+SHIFTS = (0, 1, 2, 3, 4)
+
+
+# --------------------------------------------------------------------------
+# Evaluation of a restored run
+
+
+def _by_slug(runs: Runs) -> dict[str, list[dict[str, Any]]]:
+  """The runs grouped by setting, in first-seen order, each sorted by seed."""
+  groups: dict[str, list[dict[str, Any]]] = {}
+  for run in runs:
+    groups.setdefault(run["slug"], []).append(run)
+  return {slug: sorted(group, key=lambda r: r["seed"]) for slug, group in groups.items()}
+
+
+def _probabilities_fn(run) -> Callable[[np.ndarray], np.ndarray]:
+  """stored inputs (N, ...) -> softmax probabilities (N, K), as the run's
+  evaluation computes them; one jitted program over padded batches."""
+  import jax
+  import jax.numpy as jnp
+
+  from cnnjax.data import pipeline
+
+  views = pipeline.test_time_views(run.config.augment)
+  batch_size = int(run.config.eval_batch_size)
+
+  def batch_probabilities(variables, raw):  # raw: (B, ...) as stored
+    inputs = run.normalize(raw)
+    if views is None:
+      logits = run.with_variables(variables).logits(inputs)
+    else:
+      logits = pipeline.average_views(
+          lambda v: run.with_variables(variables).logits(v), views(inputs),
+          multilabel=False)
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+  @jax.jit
+  def stacked_probabilities(variables, stacked):  # (num_batches, B, ...)
+    return jax.lax.map(lambda raw: batch_probabilities(variables, raw), stacked)
+
+  def probabilities(raw: np.ndarray) -> np.ndarray:
+    raw = np.asarray(raw)
+    n = len(raw)
+    size = min(batch_size, n)
+    num_batches = -(-n // size)
+    padded = np.concatenate(
+        [raw, np.zeros((num_batches * size - n, *raw.shape[1:]), raw.dtype)])
+    out = stacked_probabilities(run.variables,
+                                padded.reshape(num_batches, size, *raw.shape[1:]))
+    return np.asarray(out).reshape(num_batches * size, -1)[:n]
+
+  return probabilities
+
+
+def _load(workdir: str):
+  from cnnjax.viz.run import load_run
+
+  run = load_run(workdir)
+  if run.dataset.task not in ("multiclass", "ordinal"):
+    raise CnnjaxError(f"the claims analyses score single-label classification; "
+                      f"the run in '{workdir}' has a {run.dataset.task} dataset")
+  return run
+
+
+def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+  return float(np.mean(np.argmax(probabilities, axis=-1) == np.asarray(labels)))
+
+
+def shift(images: np.ndarray, offset: int, axis: int, fill) -> np.ndarray:
+  """images (N, *S, C) moved by `offset` positions along `axis` (a spatial
+  axis, 1-based), the uncovered border set to `fill`; content moved past the
+  edge is lost."""
+  if offset == 0:
+    return images
+  out = np.full_like(images, fill)
+  length = images.shape[axis]
+  if abs(offset) >= length:
+    return out
+  source = [slice(None)] * images.ndim
+  target = [slice(None)] * images.ndim
+  if offset > 0:
+    source[axis], target[axis] = slice(0, length - offset), slice(offset, None)
+  else:
+    source[axis], target[axis] = slice(-offset, None), slice(0, length + offset)
+  out[tuple(target)] = images[tuple(source)]
+  return out
+
+
+def _black(run) -> Any:
+  """The stored value of black: 0 for uint8 images; for inputs stored as
+  floats (digits are standardized) the training split's minimum, which is
+  the standardized 0 of the background."""
+  train = run.dataset.splits[run.dataset.train_split]["image"]
+  return 0 if train.dtype == np.uint8 else float(np.min(train))
+
+
+# --------------------------------------------------------------------------
+# The analyses
+
+
+def params(runs: Runs) -> Figures:
+  """{'params': trainable parameters of the row's model} per setting."""
+  import jax
+
+  figures = {}
+  for slug, group in _by_slug(runs).items():
+    run = _load(group[0]["workdir"])
+    count = sum(int(np.size(leaf))
+                for leaf in jax.tree.leaves(run.variables.get("params", {})))
+    figures[slug] = {"params": float(count)}
+  return figures
+
+
+def shift_invariance(runs: Runs, shifts: Sequence[int] = SHIFTS) -> Figures:
+  """Test accuracy on shifted test inputs, means over seeds and directions."""
+  figures = {}
+  for slug, group in _by_slug(runs).items():
+    per_shift: dict[int, list[float]] = {k: [] for k in shifts}
+    for entry in group:
+      run = _load(entry["workdir"])
+      split = run.dataset.splits[run.eval_split]
+      images, labels = np.asarray(split["image"]), np.asarray(split["label"])
+      probabilities = _probabilities_fn(run)
+      fill = _black(run)
+      axes = range(1, images.ndim - 1)  # the spatial axes
+      for k in shifts:
+        moves = [(0, 1)] if k == 0 else [(s * k, a) for a in axes for s in (1, -1)]
+        accuracies = [_accuracy(probabilities(shift(images, o, a, fill)), labels)
+                      for o, a in moves]
+        per_shift[k].append(float(np.mean(accuracies)))
+    row = {f"shift{k}/accuracy": float(np.mean(v)) for k, v in per_shift.items()}
+    if 0 in per_shift and 2 in per_shift:
+      row["shift_drop/0_to_2"] = row["shift0/accuracy"] - row["shift2/accuracy"]
+    figures[slug] = row
+  return figures
+
+
+def ensemble(runs: Runs) -> Figures:
+  """The averaged softmax of every seed's final network against one network."""
+  figures = {}
+  for slug, group in _by_slug(runs).items():
+    total, singles, labels = None, [], None
+    for entry in group:
+      run = _load(entry["workdir"])
+      split = run.dataset.splits[run.eval_split]
+      probabilities = _probabilities_fn(run)(split["image"])
+      if labels is None:
+        labels = np.asarray(split["label"])
+      elif not np.array_equal(labels, split["label"]):
+        raise CnnjaxError(f"the seeds of '{slug}' were tested on different data; "
+                          "an ensemble needs the same test split for every member")
+      singles.append(_accuracy(probabilities, labels))
+      total = probabilities if total is None else total + probabilities
+    figures[slug] = {"ensemble/accuracy": _accuracy(total / len(group), labels),
+                     "single/accuracy_mean": float(np.mean(singles)),
+                     "members": float(len(group))}
+  return figures
+
+
+def generalization(runs: Runs) -> Figures:
+  """Training-split accuracy in evaluation mode and its gap to the test's."""
+  figures = {}
+  for slug, group in _by_slug(runs).items():
+    train_accuracies, gaps = [], []
+    for entry in group:
+      run = _load(entry["workdir"])
+      probabilities = _probabilities_fn(run)
+      accuracy = {}
+      for name in (run.dataset.train_split, run.eval_split):
+        split = run.dataset.splits[name]
+        accuracy[name] = _accuracy(probabilities(split["image"]), split["label"])
+      train_accuracies.append(accuracy[run.dataset.train_split])
+      gaps.append(accuracy[run.dataset.train_split] - accuracy[run.eval_split])
+    figures[slug] = {"train/accuracy": float(np.mean(train_accuracies)),
+                     "gap/accuracy": float(np.mean(gaps))}
+  return figures
+
+
+ANALYSES: dict[str, Callable[[Runs], Figures]] = {
+    "params": params,
+    "shift_invariance": shift_invariance,
+    "ensemble": ensemble,
+    "generalization": generalization,
+}
+
+
+def list_analyses() -> list[str]:
+  return sorted(ANALYSES)
+
+
+def run_analysis(name: str, runs: Runs) -> Figures:
+  """The figures of analysis `name` on the finished `runs`, by setting slug."""
+  if name not in ANALYSES:
+    raise CnnjaxError(f"unknown analysis '{name}' in config.reproduce.analysis; "
+                      f"the known ones are {', '.join(list_analyses())}")
+  if not runs:
+    return {}
+  return ANALYSES[name](runs)
