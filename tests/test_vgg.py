@@ -56,3 +56,35 @@ def test_other_input_sizes_are_pooled_to_7x7_before_the_classifier():
     x = jnp.zeros((1, size, size, 3))
     variables = jax.eval_shape(lambda a: model.init(jax.random.key(0), a), x)
     assert variables["params"]["fc6"]["kernel"].shape == (7 * 7 * 512, 8)
+
+
+def _cifar_vgg_count(stages, num_classes=10):
+  """Parameters of a CIFAR VGG by hand: 3x3 convs with biases, BatchNorm
+  scale and offset, and one 512 -> classes layer."""
+  total, channels = 0, 3
+  for kernels, width in zip(stages, (64, 128, 256, 512, 512)):
+    for k in kernels:
+      total += k * k * channels * width + width + 2 * width
+      channels = width
+  return total + 512 * num_classes + num_classes
+
+
+@pytest.mark.parametrize("name, config, expected", [
+    ("vgg11_bn_cifar", "A", 9_231_114), ("vgg16_bn_cifar", "D", 14_728_266)])
+def test_cifar_vggs_have_one_512_input_head(name, config, expected):
+  from cnnjax.models.vgg import VGG_STAGES
+  assert _cifar_vgg_count(VGG_STAGES[config]) == expected
+  model = create_model(name)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x),
+                             jnp.zeros((2, 32, 32, 3)))
+  params = variables["params"]
+  assert sum(a.size for a in jax.tree.leaves(params)) == expected
+  assert params["head"]["kernel"].shape == (512, 10)
+  assert "fc6" not in params and "fc7" not in params
+  logits = jax.eval_shape(lambda v, x: model.apply(v, x), variables,
+                          jnp.zeros((2, 32, 32, 3)))
+  assert logits.shape == (2, 10)
+  hundred = create_model(name, num_classes=100)
+  out = jax.eval_shape(lambda x: hundred.init_with_output(jax.random.key(0), x)[0],
+                       jnp.zeros((1, 32, 32, 3)))
+  assert out.shape == (1, 100)

@@ -13,6 +13,11 @@ pooling. Table 1 of the paper:
 then FC-4096, FC-4096 (ReLU, dropout 0.5) and FC-classes. A-LRN adds Local
 Response Normalization after the first convolution. `batch_norm=True` puts
 BatchNorm after every convolution (the torchvision `_bn` variants).
+
+The CIFAR variants (`vgg16_bn_cifar`, ...: the common 32x32 adaptation, as
+in kuangliu/pytorch-cifar) keep the convolutions with BatchNorm and drop
+FC6/FC7 (`hidden=0`): the five poolings leave a 1x1x512 map, read by one
+512 -> classes layer.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class VGG(nn.Module):
   num_classes: int = 1000  # 0: no classifier, return the FC7 features.
   lrn: bool = False  # A-LRN: LRN (AlexNet's constants) after the first conv.
   batch_norm: bool = False
+  # Width of FC6 and FC7; 0 drops them and the 7x7 pooling, so the head reads
+  # the flattened final maps (the CIFAR variants).
   hidden: int = 4096
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
@@ -73,6 +80,9 @@ class VGG(nn.Module):
         if self.lrn and s == 0 and c == 0:
           x = layers.LocalResponseNorm(name="lrn")(x)
       x = layers.MaxPool(2, 2, name=f"pool{s + 1}")(x)
+    if not self.hidden:  # CIFAR: (B, 1, 1, 512) at 32x32 -> (B, 512) -> head.
+      x = x.reshape(x.shape[0], -1)
+      return dense(self.num_classes, name="head")(x) if self.num_classes else x
     # As torchvision: other input sizes are pooled (or repeated) to 7x7, so
     # the classifier keeps its 7*7*512 inputs; at 224x224 this does nothing.
     x = layers.adaptive_avg_pool(x, 7)
@@ -85,8 +95,8 @@ class VGG(nn.Module):
     return dense(self.num_classes, name="head")(x)  # The paper's FC8.
 
 
-def _register(name, config, description, **fields):
-  register_model(name, input_shape=(224, 224, 3), description=description)(
+def _register(name, config, description, input_shape=(224, 224, 3), **fields):
+  register_model(name, input_shape=input_shape, description=description)(
       functools.partial(VGG, stages=VGG_STAGES[config], **fields))
 
 
@@ -105,3 +115,8 @@ for _bn in (False, True):
             batch_norm=_bn)
   _register(f"vgg19{_suffix}", "E", f"VGG-19 (config E){_with}",
             batch_norm=_bn)
+
+for _depth, _config in ((11, "A"), (13, "B"), (16, "D"), (19, "E")):
+  _register(f"vgg{_depth}_bn_cifar", _config,
+            f"VGG-{_depth} with BatchNorm for CIFAR: no FC6/FC7, one 512 -> classes layer",
+            input_shape=(32, 32, 3), batch_norm=True, hidden=0, num_classes=10)
