@@ -29,6 +29,7 @@ def get_config():
   config.log_every = 50
   config.eval_every = 220
   config.checkpoint_every = 220
+  config.reproduce.seeds = 3
   config.reference.metric = "test/accuracy"
   config.reference.value = 0.98
   config.reference.source = "cnnjax target for digits (no published figure)"

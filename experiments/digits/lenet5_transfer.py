@@ -48,4 +48,10 @@ def get_config():
   config.reference.value = 0.90
   config.reference.source = ("cnnjax target for a frozen LeNet-5 backbone on "
                              "digits 5-9 (no published figure)")
+  # `cnnjax reproduce` trains the source first and points init_from at its
+  # seed-0 run; the rows are the frozen backbone and fine-tuning everything
+  # (the scratch baseline is experiments/digits/lenet5_5to9_scratch.py).
+  config.reproduce.init_from_experiment = "digits/lenet5_first5"
+  config.reproduce.compare = ("transfer.freeze=backbone,none",)
+  config.reproduce.seeds = 3
   return config

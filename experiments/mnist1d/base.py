@@ -21,6 +21,7 @@ def get_config():
   config.eval_every = 500
   config.checkpoint_every = 1000
   config.best_metric = "test/accuracy"
+  config.reproduce.seeds = 3
   config.reference.metric = "test/accuracy"
   config.reference.source = ("Greydanus & Kobak 2024, Scaling Down Deep Learning "
                              "with MNIST-1D, Table 1")

@@ -2,12 +2,15 @@
 
     cnnjax train --config experiments/mr/kim_cnn_rand.py \
         --config.dataset.data_dir=../shared/data/mr [--config.dataset.fold=0..9]
+    cnnjax reproduce --filter mr/kim_cnn_rand \
+        --config.dataset.data_dir=../shared/data/mr     # all 10 folds, pooled
 
 Kim (2014), section 3: filter widths 3, 4, 5 with 100 maps each, dropout 0.5,
 an L2 max-norm of 3 on the output layer's weight vectors, mini-batches of 50,
 Adadelta (rho 0.95), 25 epochs; sentences padded with 4 zeros at each end.
 The paper reports 10-fold cross-validation; a run here is one fold
-(`dataset.fold`), and the cross-validated figure is the mean over the ten.
+(`dataset.fold`), and the cross-validated figure is the mean over the ten,
+which `cnnjax reproduce` computes (reproduce.average_over).
 The vocabulary comes from the training folds only (`dataset.vocab_from`).
 
 Published: CNN-rand 76.1% accuracy on MR (Kim 2014, Table 2).
@@ -35,5 +38,8 @@ def get_config():
   config.checkpoint_every = 192
   config.reference.metric = "test/accuracy"
   config.reference.value = 0.761
-  config.reference.source = "Kim 2014, Table 2 (CNN-rand, MR)"
+  config.reference.source = "Kim 2014, Table 2 (CNN-rand, MR; 10-fold cross-validation)"
+  config.reproduce.average_over = ("dataset.fold=" + ",".join(map(str, range(10))),)
+  config.reproduce.note = ("The vocabulary comes from the training folds only; Kim "
+                           "built it from all the data.")
   return config
