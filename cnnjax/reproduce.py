@@ -565,15 +565,29 @@ def _versions(results: Sequence[dict[str, Any]]) -> dict[str, str]:
 
 
 def rerun_command(experiment_id: str, *, seeds: int | None = None,
-                  smoke: bool = False, overrides: Sequence[str] = ()) -> str:
+                  smoke: bool = False, overrides: Sequence[str] = (),
+                  vmap_seeds: bool = False) -> str:
   """The command line that remakes a card."""
   words = ["cnnjax", "reproduce", "--filter", experiment_id]
   if seeds is not None:
     words += ["--seeds", str(seeds)]
   if smoke:
     words.append("--smoke")
+  if vmap_seeds:
+    words.append("--vmap-seeds")
   words += [o if o.startswith("--config.") else f"--config.{o}" for o in overrides]
   return " ".join(shlex.quote(w) for w in words)
+
+
+def _wall_total(runs: Sequence[dict[str, Any]]) -> float:
+  """Seconds the finished runs took; seeds trained together (one vmapped
+  program, `trained_with_seeds`) share one wall time, counted once."""
+  groups: dict[tuple, float] = {}
+  for r in runs:
+    together = r["result"].get("trained_with_seeds")
+    key = (r["slug"], tuple(together)) if together else (r["slug"], r["seed"], id(r))
+    groups[key] = float(r["result"]["wall_time_s"])
+  return sum(groups.values())
 
 
 def build_card(run_plan: Plan, runs: Sequence[dict[str, Any]], *,
@@ -615,11 +629,12 @@ def build_card(run_plan: Plan, runs: Sequence[dict[str, Any]], *,
         "train": _train_figures(done),
         "analysis": _mean_figures([analysis[s] for s in slugs if s in analysis]),
         "wall_time_s": {"median": statistics.median(times) if times else None,
-                        "total": sum(times)},
+                        "total": _wall_total(done)},
         "run_values": [{"slug": r["slug"], "seed": r["seed"],
                         "value": r["result"]["final"].get(metric)} for r in done],
     })
 
+  together = any(r.get("trained_with_seeds") for r in results)
   base_setting = {k: config_lib.get_value(config, k) for k in compare_keys}
   primary = next((i for i, row in enumerate(rows)
                   if _canonical(row["setting"]) == _canonical(
@@ -648,9 +663,10 @@ def build_card(run_plan: Plan, runs: Sequence[dict[str, Any]], *,
       "hardware": _hardware(results),
       "versions": _versions(results),
       "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
-      "wall_time_s": sum(float(r["wall_time_s"]) for r in results),
+      "wall_time_s": _wall_total(finished),
+      "seeds_trained_together": together,
       "command": rerun_command(exp.id, seeds=seeds_given, smoke=bool(config.smoke),
-                               overrides=overrides),
+                               overrides=overrides, vmap_seeds=together),
   }
 
 
@@ -843,8 +859,10 @@ def render_card(card: Mapping[str, Any], *, notes_dir: str | None = None) -> str
   per_run = (f", {format_duration(statistics.median(medians))} per run (median)"
              if medians else "")
   runs = sum(row["runs"] for row in card["rows"])
+  together = (" (the seeds of a setting trained together, in one vmapped program: each "
+              "run's time is its group's)" if card.get("seeds_trained_together") else "")
   lines.append(f"- Date: {card['date']} (UTC); wall time {format_duration(card['wall_time_s'])}"
-               f" for {runs} run{'s' if runs != 1 else ''}{per_run}.")
+               f" for {runs} run{'s' if runs != 1 else ''}{per_run}{together}.")
   lines.append(f"- Command: `{card['command']}`")
   text = "\n".join(lines) + "\n"
   if notes_dir:

@@ -29,6 +29,7 @@ config.log_every = 10
 config.eval_every = 30
 config.checkpoint_every = 30
 config.progress_bar = False
+config.reproduce.seeds = 1
 """
 
 
@@ -526,3 +527,17 @@ def test_cli_list_and_unknown_filter(tmp_path, cli_env):
   assert out.stderr.strip().splitlines() == [
       "cnnjax: error: no experiment id contains 'pooledd' (close ones: mnist1d/pooled); "
       "see `cnnjax reproduce --list`"]
+
+
+def test_seeds_trained_together_count_their_wall_time_once():
+  def run(slug, seed, wall, together=None):
+    result = {"wall_time_s": wall}
+    if together:
+      result["trained_with_seeds"] = together
+    return {"slug": slug, "seed": seed, "result": result}
+
+  vmapped = [run("a", s, 90.0, [0, 1, 2]) for s in (0, 1, 2)]
+  alone = [run("b", 0, 30.0), run("b", 1, 40.0)]
+  assert reproduce._wall_total(vmapped) == 90.0
+  assert reproduce._wall_total(vmapped + alone) == 160.0
+  assert "--vmap-seeds" in reproduce.rerun_command("x/y", vmap_seeds=True)
