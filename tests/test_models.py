@@ -68,6 +68,11 @@ PARAMS = {
     "preact_resnet110": 1_727_962, "preact_resnet164": 1_703_258,
     "wrn16_8": 10_961_370, "wrn28_10": 36_479_194, "wrn40_4": 8_949_210,
     "densenet_bc100_k12": 769_162, "densenet40_k12": 1_019_722,
+    # CIFAR VGG with BatchNorm and one 512 -> 10 layer (kuangliu/pytorch-cifar:
+    # VGG11 9.23M, VGG16 14.73M).
+    "vgg11_bn_cifar": 9_231_114, "vgg13_bn_cifar": 9_416_010,
+    "vgg16_bn_cifar": 14_728_266, "vgg19_bn_cifar": 20_040_522,
+    "rf_cnn": 3_370,  # The claims network's 1-D default (16 channels, 3x3x3 stage).
     "allconv_c": 1_369_738,
     "ecg_resnet34": 10_468_204,  # 12 rhythm classes.
     # Kim (2014) on a 20,000-word vocabulary of 300-d vectors, 2 classes.

@@ -158,7 +158,7 @@ def _experiment_files():
   from conftest import EXPERIMENTS
   return sorted(os.path.relpath(os.path.join(d, f), EXPERIMENTS)
                 for d, _, files in os.walk(EXPERIMENTS) for f in files
-                if f.endswith(".py") and f != "base.py")  # bases are not runs
+                if f.endswith(".py") and not f.startswith(("base", "_")))  # bases, tables
 
 
 @pytest.mark.parametrize("name", _experiment_files())
