@@ -22,18 +22,13 @@ from cnnjax.config import config_from
 
 
 def get_config():
-  config = config_from(__file__, "base.py")
+  # Zeiler & Fergus trained as Krizhevsky et al. did (section 3.1), so this
+  # is the AlexNet file with ZFNet's network, input size and epochs.
+  config = config_from(__file__, "alexnet.py")
   config.model.name = "zfnet"
-  config.batch_size = 128
+  config.dataset.image_size = 224
+  config.smoke_image_size = 64
   config.num_epochs = 70.0
-  config.optimizer.learning_rate = 0.01
-  config.optimizer.weight_decay = 5e-4
-  config.schedule.name = "plateau"
-  config.schedule.step_size_epochs = 0.0
-  config.schedule.patience = 5
-  config.schedule.factor = 0.1
-  config.eval_every = 10008  # one epoch of 10,008 steps
-  config.checkpoint_every = 10008
   config.reference.value = 0.616
   config.reference.source = ("Zeiler & Fergus 2014, Table 2 (1 convnet as per "
                              "Fig. 3: 38.4% top-1, 16.5% top-5 validation error)")
