@@ -7,6 +7,7 @@
     cnnjax visualize METHOD --workdir DIR [--out DIR] [options]   (METHOD gallery: all)
     cnnjax benchmark-data --config FILE [--config.a.b=value ...]
     cnnjax conv-benchmark
+    cnnjax benchmark MODEL [--batch-size B] [--dtype float32|bfloat16] [--steps N] [--compare torch] [--json PATH]
     cnnjax sweep --config FILE --grid KEY=V1,V2 [--grid ...] [--seeds N] [--config.a.b=value ...]
     cnnjax reproduce [--filter TEXT ...] [--smoke] [--seeds N] [--list] [--config.a.b=value ...]
 """
@@ -201,6 +202,34 @@ def cmd_benchmark_data(args, overrides: list[str]) -> int:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=2)
   return 0
+
+
+def cmd_benchmark(args, overrides: list[str]) -> int:
+  del overrides
+  from cnnjax.bench import model as bench
+
+  options = bench.Options(
+      model=args.model, batch_size=args.batch_size, dtype=args.dtype,
+      steps=args.steps, repeats=args.repeats, warmup=args.warmup,
+      image_size=args.image_size, num_classes=args.num_classes,
+      num_devices=args.devices, compare=args.compare)
+  if args.json:
+    _check_writable(args.json)
+  result = bench.benchmark_model(options)
+  print(bench.format_result(result))
+  if args.json:
+    bench.write_json(result, args.json)
+    print(f"wrote {args.json}")
+  return 0
+
+
+def _check_writable(path: str) -> None:
+  """Fails before a long run whose result could not be written."""
+  directory = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(directory):
+    raise CnnjaxError(f"cannot write {path}: directory {directory} does not exist")
+  if os.path.isdir(path):
+    raise CnnjaxError(f"cannot write {path}: it is a directory")
 
 
 def cmd_conv_benchmark(args, overrides: list[str]) -> int:
@@ -410,6 +439,28 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--repeats", type=int, default=3, help="timed runs (median)")
   p.add_argument("--json", help="also write the result as JSON here")
   p.set_defaults(func=cmd_benchmark_data, takes_overrides=True)
+
+  p = sub.add_parser(
+      "benchmark", help="train-step images/s, compile time, FLOPs, memory and "
+      "utilization of a model on synthetic data (--compare torch: against "
+      "its PyTorch twin, side by side)")
+  p.add_argument("model", help="a registered image model, e.g. resnet20, "
+                 "resnet50, lenet5")
+  p.add_argument("--batch-size", type=int, default=128, help="global batch")
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                 help="computation dtype (parameters stay float32)")
+  p.add_argument("--steps", type=int, default=10, help="steps per timed run")
+  p.add_argument("--repeats", type=int, default=5, help="timed runs (median)")
+  p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+  p.add_argument("--image-size", type=int, help="square inputs of this size "
+                 "(default: the model's registered input shape)")
+  p.add_argument("--num-classes", type=int, default=10)
+  p.add_argument("--devices", type=int, default=0,
+                 help="data-parallel over this many devices (0: all)")
+  p.add_argument("--compare", choices=("torch",), help="also time the "
+                 "PyTorch twin (needs the bench extra)")
+  p.add_argument("--json", help="also write the figures as JSON here")
+  p.set_defaults(func=cmd_benchmark, takes_overrides=False)
 
   p = sub.add_parser(
       "conv-benchmark", add_help=False,

@@ -1,0 +1,376 @@
+"""How fast does a model train? Train-step throughput, side by side with PyTorch.
+
+`benchmark_model` times cnnjax's own train step (`cnnjax.train.step`, the
+one `cnnjax train` runs: forward, loss, backward, SGD with momentum and
+weight decay, BatchNorm statistics, metrics) on one synthetic batch that
+stays on the device, data-parallel over the devices as in training. It
+reports:
+
+  images_per_s     median over `repeats` timed runs of `steps` steps each,
+                   after `warmup` steps; steps are dispatched without host
+                   syncs and the run ends with one block_until_ready.
+  compile_s        tracing, lowering and compiling the step.
+  flops_per_image  XLA's cost analysis of the compiled step, per example.
+  achieved_flops   flops_per_image * images_per_s, and `utilization`
+                   against the device's peak: the datasheet's dense figure
+                   for known accelerators, on a CPU a large matrix product
+                   timed in the same run (what XLA's GEMM reaches there).
+  peak_memory_bytes  the device's peak in use where the runtime reports it
+                   (GPU, TPU), else XLA's buffer assignment for the step.
+
+With `compare='torch'` the same network (`cnnjax.bench.torch_models`) trains
+on the same batch shape in PyTorch eager, timed the same way, in both memory
+layouts (channels-first and channels-last; the faster one is the reference),
+and `ratio` = images_per_s / torch_images_per_s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import statistics
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cnnjax.errors import CnnjaxError
+
+DTYPES = ("float32", "bfloat16")
+LEARNING_RATE, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4
+
+# Dense peak FLOP/s by device kind (datasheets): (float32, bfloat16). On
+# GPUs XLA's default float32 matmul precision uses TF32 tensor cores.
+DEVICE_PEAKS = {
+    "H100": (494e12, 989e12),  # SXM; TF32 dense
+    "H200": (494e12, 989e12),
+    "A100": (156e12, 312e12),
+    "L4": (60e12, 121e12),
+    "TPU v4": (275e12, 275e12),
+    "TPU v5 lite": (197e12, 197e12),
+    "TPU v5": (459e12, 459e12),
+}
+
+
+@dataclasses.dataclass
+class Options:
+  model: str
+  batch_size: int = 128
+  dtype: str = "float32"
+  steps: int = 10
+  repeats: int = 5
+  warmup: int = 3
+  image_size: int | None = None
+  num_classes: int = 10
+  num_devices: int = 0
+  compare: str | None = None  # 'torch'
+  torch_layouts: tuple[str, ...] = ("channels_first", "channels_last")
+
+  def check(self) -> None:
+    if self.dtype not in DTYPES:
+      raise CnnjaxError(f"--dtype must be one of {', '.join(DTYPES)}, got "
+                        f"{self.dtype!r}")
+    for name in ("batch_size", "steps", "repeats", "num_classes"):
+      if getattr(self, name) < 1:
+        raise CnnjaxError(f"--{name.replace('_', '-')} must be at least 1, "
+                          f"got {getattr(self, name)}")
+    if self.warmup < 0:
+      raise CnnjaxError(f"--warmup must be >= 0, got {self.warmup}")
+    if self.image_size is not None and self.image_size < 1:
+      raise CnnjaxError(f"--image-size must be positive, got {self.image_size}")
+    if self.compare not in (None, "torch"):
+      raise CnnjaxError(f"--compare knows 'torch', got {self.compare!r}")
+
+
+def input_shape(options: Options) -> tuple[int, ...]:
+  from cnnjax.models.registry import model_input_dtype, model_input_shape
+  shape = model_input_shape(options.model)
+  if model_input_dtype(options.model) != "float32" or len(shape) != 3:
+    raise CnnjaxError(f"cnnjax benchmark times image models; '{options.model}' "
+                      f"takes inputs of shape {shape}")
+  if options.image_size:
+    shape = (options.image_size, options.image_size, shape[-1])
+  return shape
+
+
+def synthetic_batch(options: Options, shape) -> dict[str, np.ndarray]:
+  rng = np.random.default_rng(0)
+  return {"image": rng.standard_normal((options.batch_size, *shape), np.float32),
+          "label": rng.integers(0, options.num_classes, options.batch_size,
+                                dtype=np.int32)}
+
+
+def _median_rate(run, count: int, repeats: int) -> tuple[float, list[float]]:
+  """Median items/s of `repeats` calls of `run()` (which processes `count`)."""
+  rates = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run()
+    rates.append(count / (time.perf_counter() - start))
+  return statistics.median(rates), rates
+
+
+# -- cnnjax ---------------------------------------------------------------------
+
+def _cost(compiled) -> dict[str, float]:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # Older jax: one dict per program.
+    cost = cost[0] if cost else {}
+  return cost or {}
+
+
+def _memory_bytes(compiled) -> int | None:
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # noqa: BLE001 - not every backend implements it.
+    return None
+  if m is None:
+    return None
+  return int(m.argument_size_in_bytes + m.output_size_in_bytes +
+             m.temp_size_in_bytes - m.alias_size_in_bytes)
+
+
+def cpu_matmul_peak(dtype: str = "float32", n: int = 2048, repeats: int = 5) -> float:
+  """FLOP/s of an n x n matrix product through XLA on the default device."""
+  jdtype = jnp.dtype(dtype)
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jdtype)
+  f = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(f(a))
+  rate, _ = _median_rate(lambda: jax.block_until_ready(f(a)), 2 * n**3, repeats)
+  return rate
+
+
+def device_peak(dtype: str) -> tuple[float, str]:
+  """(peak FLOP/s, where the figure comes from) for the default device."""
+  device = jax.devices()[0]
+  kind = device.device_kind
+  for name, (f32, bf16) in DEVICE_PEAKS.items():
+    if name.lower() in kind.lower():
+      return (bf16 if dtype == "bfloat16" else f32), f"{kind} datasheet"
+  if device.platform == "cpu":
+    return cpu_matmul_peak(dtype), "measured XLA 2048x2048 matmul"
+  return float("nan"), f"unknown for {kind}"
+
+
+@dataclasses.dataclass
+class CompiledStep:
+  """cnnjax's compiled train step and what it runs on."""
+  step: Any  # jax.stages.Compiled: (state, batch, rng) -> (state, metrics)
+  state: Any
+  batch: Any
+  rng: Any
+  compile_s: float
+  num_devices: int
+  input_shape: tuple[int, ...]
+
+  def run(self, n: int):
+    """n steps without host syncs, then one wait; returns the last metrics."""
+    state, metrics = self.state, None
+    for _ in range(n):
+      state, metrics = self.step(state, self.batch, self.rng)
+    jax.block_until_ready((state, metrics))
+    self.state = state
+    return metrics
+
+
+def compile_step(options: Options) -> CompiledStep:
+  """Builds and compiles cnnjax's train step for `options` (synthetic data)."""
+  from cnnjax.models.registry import create_model
+  from cnnjax.parallel import make_data_parallel
+  from cnnjax.train import losses
+  from cnnjax.train import step as step_lib
+  from cnnjax.train.state import TrainState
+
+  shape = input_shape(options)
+  dp = make_data_parallel(options.num_devices)
+  dp.check_batch_size(options.batch_size, "--batch-size")
+  overrides = {"num_classes": options.num_classes}
+  if options.dtype != "float32":
+    overrides["dtype"] = jnp.dtype(options.dtype)
+  model = create_model(options.model, **overrides)
+  example = jnp.zeros((1, *shape), jnp.float32)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.key(0), example)
+  tx = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY),
+                   optax.sgd(LEARNING_RATE, momentum=MOMENTUM))
+  state = dp.put_replicated(TrainState.create(apply_fn=model.apply,
+                                              variables=variables, tx=tx))
+  train_step = step_lib.make_train_step(
+      lambda logits, labels: losses.softmax_cross_entropy(logits, labels),
+      lambda step, opt_state: jnp.asarray(LEARNING_RATE))
+  batch = dp.put_batch(synthetic_batch(options, shape))
+  rng = jax.random.key(1)
+  step = jax.jit(train_step, donate_argnums=0,
+                 out_shardings=(dp.replicated, dp.replicated))
+  start = time.perf_counter()
+  compiled = step.lower(state, batch, rng).compile()
+  compile_s = time.perf_counter() - start
+  return CompiledStep(compiled, state, batch, rng, compile_s, dp.num_devices, shape)
+
+
+def benchmark_cnnjax(options: Options) -> dict[str, Any]:
+  step = compile_step(options)
+  cost = _cost(step.step)
+  # The cost of the partitioned program is one device's share.
+  flops = float(cost.get("flops", float("nan"))) * step.num_devices
+  if options.warmup:
+    step.run(options.warmup)
+  count = options.steps * options.batch_size
+  holder = []
+  rate, rates = _median_rate(lambda: holder.append(step.run(options.steps)),
+                             count, options.repeats)
+  metrics = jax.device_get(holder[-1])
+  loss = float(metrics["loss"] / metrics["count"])
+
+  stats = jax.devices()[0].memory_stats() or {}
+  peak_memory = stats.get("peak_bytes_in_use") or _memory_bytes(step.step)
+  peak, peak_source = device_peak(options.dtype)
+  flops_per_image = flops / options.batch_size
+  achieved = flops_per_image * rate
+  return {
+      "images_per_s": rate,
+      "images_per_s_runs": rates,
+      "step_ms": 1000 * options.batch_size / rate,
+      "compile_s": step.compile_s,
+      "flops_per_image": flops_per_image,
+      "achieved_flops": achieved,
+      "peak_flops": peak,
+      "peak_flops_source": peak_source,
+      "utilization": achieved / peak if peak == peak else None,
+      "peak_memory_bytes": peak_memory,
+      "final_loss": loss,
+      "num_devices": step.num_devices,
+      "input_shape": list(step.input_shape),
+  }
+
+
+# -- PyTorch --------------------------------------------------------------------
+
+def _import_torch():
+  try:
+    import torch
+  except ImportError:
+    raise CnnjaxError("--compare torch needs PyTorch, which is in the bench "
+                      "extra: pip install -e '.[bench]'") from None
+  return torch
+
+
+def benchmark_torch(options: Options, layout: str) -> dict[str, Any]:
+  """The PyTorch twin's eager train step, on the same batch shape."""
+  torch = _import_torch()
+  from cnnjax.bench.torch_models import create_torch_model, to_torch_input
+
+  shape = input_shape(options)
+  use_cuda = jax.devices()[0].platform == "gpu" and torch.cuda.is_available()
+  device = torch.device("cuda" if use_cuda else "cpu")
+  torch.manual_seed(0)
+  model = create_torch_model(options.model, options.num_classes, shape[-1])
+  memory_format = (torch.channels_last if layout == "channels_last" else
+                   torch.contiguous_format)
+  model = model.to(device=device, memory_format=memory_format).train()
+  batch = synthetic_batch(options, shape)
+  images = to_torch_input(batch["image"]).to(device).contiguous(
+      memory_format=memory_format)
+  labels = torch.from_numpy(batch["label"].astype(np.int64)).to(device)
+  optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE,
+                              momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+  autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                            enabled=options.dtype == "bfloat16")
+  sync = torch.cuda.synchronize if use_cuda else (lambda: None)
+
+  def run(n):
+    for _ in range(n):
+      optimizer.zero_grad(set_to_none=True)
+      with autocast:
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+      loss.backward()
+      optimizer.step()
+    sync()
+    return loss.detach()
+
+  if options.warmup:
+    run(options.warmup)
+  count = options.steps * options.batch_size
+  rate, rates = _median_rate(lambda: run(options.steps), count, options.repeats)
+  return {"images_per_s": rate, "images_per_s_runs": rates,
+          "step_ms": 1000 * options.batch_size / rate,
+          "device": str(device), "threads": torch.get_num_threads(),
+          "version": torch.__version__, "final_loss": run(1).item()}
+
+
+# -- the whole benchmark ----------------------------------------------------------
+
+def environment() -> dict[str, Any]:
+  import platform
+
+  import flax
+  device = jax.devices()[0]
+  return {"device": f"{device.platform}: {device.device_kind}",
+          "device_count": jax.device_count(), "processor": platform.processor(),
+          "python": platform.python_version(), "jax": jax.__version__,
+          "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
+          "flax": flax.__version__, "optax": optax.__version__}
+
+
+def benchmark_model(options: Options) -> dict[str, Any]:
+  """cnnjax's train step for `options.model` (and PyTorch's, to compare)."""
+  options.check()
+  if options.compare == "torch":
+    _import_torch()  # Fail before the long part.
+  result = {"model": options.model, "batch_size": options.batch_size,
+            "dtype": options.dtype, "steps": options.steps,
+            "repeats": options.repeats, **environment()}
+  result.update(benchmark_cnnjax(options))
+  if options.compare == "torch":
+    runs = {layout: benchmark_torch(options, layout)
+            for layout in options.torch_layouts}
+    best = max(runs, key=lambda k: runs[k]["images_per_s"])
+    result["torch"] = runs
+    result["torch_layout"] = best
+    result["torch_images_per_s"] = runs[best]["images_per_s"]
+    result["ratio"] = result["images_per_s"] / result["torch_images_per_s"]
+  return result
+
+
+def _si(value, unit="") -> str:
+  if value is None or value != value:
+    return "n/a"
+  for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+    if abs(value) >= scale:
+      return f"{value / scale:.2f} {prefix}{unit}"
+  return f"{value:.2f} {unit}"
+
+
+def format_result(r: dict[str, Any]) -> str:
+  rows = [
+      ("model", f"{r['model']}  batch {r['batch_size']}  {r['dtype']}  "
+                f"input {'x'.join(map(str, r['input_shape']))}"),
+      ("device", f"{r['device']} x{r['num_devices']}  (jax {r['jax']})"),
+      ("train step", f"{r['images_per_s']:.1f} images/s  ({r['step_ms']:.1f} ms/step, "
+                     f"median of {r['repeats']} x {r['steps']} steps)"),
+      ("compile", f"{r['compile_s']:.2f} s"),
+      ("FLOPs/image", _si(r["flops_per_image"], "FLOP")),
+      ("achieved", f"{_si(r['achieved_flops'], 'FLOP/s')}  of "
+                   f"{_si(r['peak_flops'], 'FLOP/s')} ({r['peak_flops_source']}): "
+                   + (f"{100 * r['utilization']:.1f}%" if r["utilization"] is not None
+                      else "n/a")),
+      ("peak memory", _si(r["peak_memory_bytes"], "B")),
+  ]
+  if "torch" in r:
+    for layout, t in r["torch"].items():
+      rows.append((f"torch {layout}", f"{t['images_per_s']:.1f} images/s  "
+                   f"({t['step_ms']:.1f} ms/step; torch {t['version']}, "
+                   f"{t['threads']} threads, {t['device']})"))
+    rows.append(("ratio", f"{r['ratio']:.2f}x  (cnnjax / torch {r['torch_layout']})"))
+  width = max(len(k) for k, _ in rows)
+  return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def write_json(result: dict[str, Any], path: str) -> None:
+  with open(path, "w") as f:
+    json.dump(result, f, indent=2, default=float)
+    f.write("\n")
