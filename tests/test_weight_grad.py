@@ -42,6 +42,30 @@ def _numbers(ndim):
   return (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
 
 
+@pytest.fixture
+def chunk_small_convolutions(monkeypatch):
+  """The cases here are tiny; take the chunked path all the same."""
+  monkeypatch.setattr(weight_grad, "MIN_FLOPS", 0)
+
+
+def _chunked_calls(fn, *args):
+  """How many weight-gradient convolutions the gradient of fn compiles to."""
+  text = jax.jit(jax.grad(fn, 1)).lower(*args).as_text()
+  return text.count("stablehlo.convolution")
+
+
+def test_small_weight_gradients_are_not_split():
+  x = jnp.ones((128, 8, 8, 4))
+  w = jnp.ones((3, 3, 4, 4))
+  loss = lambda x, w: jnp.sum(weight_grad.conv_general_dilated(  # noqa: E731
+      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+  assert 2 * 128 * 64 * 4 * 36 < weight_grad.MIN_FLOPS
+  assert _chunked_calls(loss, x, w) == 1  # (The forward pass is not needed.)
+  big = jnp.ones((128, 32, 32, 16)), jnp.ones((3, 3, 16, 16))
+  assert _chunked_calls(loss, *big) == 8
+
+
+@pytest.mark.usefixtures("chunk_small_convolutions")
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", CASES)
 def test_gradients_equal_xla(x_shape, w_shape, kwargs):
   rng = np.random.default_rng(0)
@@ -60,6 +84,7 @@ def test_gradients_equal_xla(x_shape, w_shape, kwargs):
   np.testing.assert_allclose(ours[1][1], ref[1][1], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.usefixtures("chunk_small_convolutions")
 def test_layers_conv_uses_it_and_second_derivatives_work():
   conv = layers.Conv(4, 3)
   assert conv.conv_general_dilated is weight_grad.conv_general_dilated
