@@ -153,7 +153,10 @@ def test_summary_counts_parameters_flops_and_memory_of_lenet5():
   assert s.training_activation_bytes == 2 * s.forward_activation_bytes
 
 
-@pytest.mark.parametrize("name", list_models())
+# The deepest ones (over a thousand layers) only with -m slow.
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in ("resnet1202", "plain1202") else n
+    for n in list_models()])
 def test_summary_works_for_every_registered_model(name):
   s = summarize(name, xla_flops=False)
   assert s.rows and s.params > 0

@@ -44,7 +44,8 @@ def test_twins_have_the_papers_parameter_counts(name, shape, count):
 
 
 @pytest.mark.parametrize("name, shape", [
-    ("resnet20", (32, 32, 3)), ("resnet18", (48, 48, 3)), ("resnet50", (48, 48, 3)),
+    ("resnet20", (32, 32, 3)), ("resnet18", (48, 48, 3)),
+    pytest.param("resnet50", (48, 48, 3), marks=pytest.mark.slow),
     ("lenet5", (32, 32, 1)), ("lenet5_relu", (32, 32, 1))])
 def test_twins_compute_the_same_function(name, shape):
   model, variables, x = _init(name, shape)

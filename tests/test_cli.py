@@ -54,9 +54,18 @@ def test_user_errors_are_one_sentence_without_traceback(args, message, capsys, t
 
 
 def test_models_lists_the_registry(capsys):
-  assert main(["models"]) == 0
+  assert main(["models", "[lm]*"]) == 0  # lenet5*, mnist1d_*, ...
   out = capsys.readouterr().out
   assert "mnist1d_cnn" in out and "5,210" in out and "61,706" in out
+  assert "resnet20" not in out
+
+
+@pytest.mark.slow
+def test_models_lists_every_registered_model(capsys):
+  from cnnjax.models import list_models
+  assert main(["models"]) == 0
+  out = capsys.readouterr().out
+  assert all(name in out for name in list_models())
 
 
 def test_default_workdir_mirrors_the_experiment_path():

@@ -46,7 +46,7 @@ SLOW = ("cifar10/resnet32", "cifar10/resnet44", "cifar10/resnet56", "cifar10/res
         "cifar10/wrn28_10", "cifar10/vgg16", "cifar100/", "imagenet/zfnet", "imagenet/vgg16",
         "imagenet/resnet18",
         "imagenet/googlenet", "imagenet/resnet50", "medmnist/resnet18_224",
-        "medmnist/resnet50_", "medmnist/resnet18_3d",
+        "medmnist/resnet50_", "medmnist/resnet18_3d", "medmnist/resnet18_28/bloodmnist",
         # The same network and data as cifar10/resnet20 with other durations.
         "cifar10/plain20", "cifar10/resnet20_cpu_budget", "claims/degradation")
 
