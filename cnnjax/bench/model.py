@@ -295,25 +295,24 @@ def benchmark_torch(options: Options, layout: str) -> dict[str, Any]:
   if options.warmup:
     run(options.warmup)
   count = options.steps * options.batch_size
-  rate, rates = _median_rate(lambda: run(options.steps), count, options.repeats)
+  losses = []
+  rate, rates = _median_rate(lambda: losses.append(run(options.steps)), count,
+                             options.repeats)
   return {"images_per_s": rate, "images_per_s_runs": rates,
           "step_ms": 1000 * options.batch_size / rate,
           "device": str(device), "threads": torch.get_num_threads(),
-          "version": torch.__version__, "final_loss": run(1).item()}
+          "version": torch.__version__, "final_loss": losses[-1].item()}
 
 
 # -- the whole benchmark ----------------------------------------------------------
 
 def environment() -> dict[str, Any]:
-  import platform
-
-  import flax
-  device = jax.devices()[0]
-  return {"device": f"{device.platform}: {device.device_kind}",
-          "device_count": jax.device_count(), "processor": platform.processor(),
-          "python": platform.python_version(), "jax": jax.__version__,
-          "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
-          "flax": flax.__version__, "optax": optax.__version__}
+  """The device and versions, as `cnnjax train` records them in result.json."""
+  from cnnjax.train.loop import device_description, versions
+  device = device_description()
+  return {"device": f"{device['platform']}: {device['kind']}",
+          "device_count": device["count"], "cpu_count": device["cpu_count"],
+          **versions()}
 
 
 def benchmark_model(options: Options) -> dict[str, Any]:
