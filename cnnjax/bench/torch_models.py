@@ -41,22 +41,6 @@ class _ZeroPadShortcut(nn.Module):
     return nn.functional.pad(x, (0, 0, 0, 0, 0, extra)) if extra else x
 
 
-class CifarBasicBlock(nn.Module):
-  def __init__(self, cin: int, cout: int, stride: int):
-    super().__init__()
-    self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-    self.bn1 = nn.BatchNorm2d(cout, eps=BN_EPS)
-    self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-    self.bn2 = nn.BatchNorm2d(cout, eps=BN_EPS)
-    self.shortcut = (nn.Identity() if cin == cout and stride == 1 else
-                     _ZeroPadShortcut(cout, stride))
-
-  def forward(self, x):
-    y = torch.relu(self.bn1(self.conv1(x)))
-    y = self.bn2(self.conv2(y))
-    return torch.relu(y + self.shortcut(x))
-
-
 class CifarResNet(nn.Module):
   """ResNet-(6n+2) for 32x32 images, as cnnjax.models.cifar_resnet."""
 
@@ -69,7 +53,8 @@ class CifarResNet(nn.Module):
     blocks, cin = [], widths[0]
     for s, width in enumerate(widths):
       for b in range(n):
-        blocks.append(CifarBasicBlock(cin, width, 2 if s > 0 and b == 0 else 1))
+        blocks.append(BasicBlock(cin, width, 2 if s > 0 and b == 0 else 1,
+                                 zero_pad=True))
         cin = width
     self.blocks = nn.Sequential(*blocks)
     self.head = nn.Linear(cin, num_classes)
@@ -81,15 +66,17 @@ class CifarResNet(nn.Module):
 
 
 class BasicBlock(nn.Module):
+  """Two 3x3 convolutions; where the shape changes, a projection shortcut
+  (option B, the ImageNet nets) or, with `zero_pad`, option A (CIFAR)."""
   expansion = 1
 
-  def __init__(self, cin: int, planes: int, stride: int):
+  def __init__(self, cin: int, planes: int, stride: int, zero_pad: bool = False):
     super().__init__()
     self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
     self.bn1 = nn.BatchNorm2d(planes, eps=BN_EPS)
     self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
     self.bn2 = nn.BatchNorm2d(planes, eps=BN_EPS)
-    self.projection = _projection(cin, planes, stride)
+    self.projection = _projection(cin, planes, stride, zero_pad)
 
   def forward(self, x):
     y = torch.relu(self.bn1(self.conv1(x)))
@@ -119,9 +106,11 @@ class Bottleneck(nn.Module):
     return torch.relu(y + (self.projection(x) if self.projection else x))
 
 
-def _projection(cin: int, cout: int, stride: int):
+def _projection(cin: int, cout: int, stride: int, zero_pad: bool = False):
   if cin == cout and stride == 1:
     return None
+  if zero_pad:
+    return _ZeroPadShortcut(cout, stride)
   return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
                        nn.BatchNorm2d(cout, eps=BN_EPS))
 
@@ -217,20 +206,14 @@ def to_torch_input(x: np.ndarray) -> torch.Tensor:
 
 # -- copying cnnjax variables into the twin -------------------------------------
 
-def _flat(tree, prefix=()):
-  for key, value in tree.items():
-    if isinstance(value, dict) or hasattr(value, "items"):
-      yield from _flat(value, prefix + (key,))
-    else:
-      yield prefix + (key,), np.array(value, np.float32)
-
-
 def _flax_modules(variables) -> dict[str, dict[str, np.ndarray]]:
   """{module path: {'kernel'|'bias'|'scale'|'mean'|'var': array}}."""
+  from cnnjax.train.transfer import flat_paths
   modules: dict[str, dict[str, np.ndarray]] = {}
   for collection in ("params", "batch_stats"):
-    for path, value in _flat(variables.get(collection, {})):
-      modules.setdefault("/".join(path[:-1]), {})[path[-1]] = value
+    for path, value in flat_paths(variables.get(collection, {})).items():
+      module, _, name = path.rpartition("/")
+      modules.setdefault(module, {})[name] = np.array(value, np.float32)
   return modules
 
 
