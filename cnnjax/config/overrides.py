@@ -1,0 +1,159 @@
+"""Changing a config by name: `--config.a.b=value` overrides, dotted access,
+and the differences between two configs."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from typing import Any, Mapping, Sequence
+
+import ml_collections
+
+from cnnjax.errors import CnnjaxError
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Every leaf key of a config, dotted: ['seed', 'model.name', ...]."""
+  keys = []
+  for k, v in config.items():
+    if isinstance(v, ml_collections.ConfigDict):
+      keys += flat_keys(v, prefix + k + ".")
+    else:
+      keys.append(prefix + k)
+  return keys
+
+
+def is_model_field(key: str) -> bool:
+  """'model.FIELD': any field of the model may be set, not only known keys."""
+  return key.startswith("model.") and key.count(".") == 1
+
+
+def check_key(config: ml_collections.ConfigDict, key: str, where: str = "") -> None:
+  """Raises CnnjaxError, with the closest known key, unless `key` exists
+  (or is a model field, which `create_model` checks against the model)."""
+  known = flat_keys(config)
+  if key in known or is_model_field(key):
+    return
+  close = difflib.get_close_matches(key, known, n=1)
+  hint = f"; did you mean '{close[0]}'?" if close else ""
+  raise CnnjaxError(f"unknown config key '{key}'{' ' + where if where else ''}{hint}")
+
+
+def _parse_value(text: str, current: Any, key: str) -> Any:
+  """Turns the text of an override into a value of the field's type."""
+  if isinstance(current, bool):
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+      return True
+    if lowered in ("false", "0", "no"):
+      return False
+    raise CnnjaxError(f"--config.{key} expects true or false, got '{text}'")
+  if isinstance(current, str):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = text
+  if isinstance(current, int):
+    if isinstance(value, int) and not isinstance(value, bool):
+      return value
+    if isinstance(value, float) and value.is_integer():
+      return int(value)
+    raise CnnjaxError(f"--config.{key} expects an integer, got '{text}'")
+  if isinstance(current, float):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      return float(value)
+    raise CnnjaxError(f"--config.{key} expects a number, got '{text}'")
+  if isinstance(current, (tuple, list)):
+    if not text.strip():
+      return ()
+    if isinstance(value, (tuple, list)):
+      return tuple(value)
+    # '1,2,3' parses as a tuple above; what is left is one item or bare words.
+    return tuple(literal_or_text(t) for t in text.split(",") if t.strip())
+  return value  # None or another type: take the literal as it is.
+
+
+def literal_or_text(text: str) -> Any:
+  """A Python literal if `text` is one ('3', '(1, 2)'), else the text."""
+  try:
+    return ast.literal_eval(text.strip())
+  except (ValueError, SyntaxError):
+    return text.strip()
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Sequence[str]) -> ml_collections.ConfigDict:
+  """Applies 'a.b=value' (or '--config.a.b=value') strings to `config`."""
+  for item in overrides:
+    text = item[len("--config."):] if item.startswith("--config.") else item
+    if "=" not in text:
+      raise CnnjaxError(
+          f"override '{item}' needs a value, as in --config.{text}=VALUE")
+    key, raw = text.split("=", 1)
+    check_key(config, key)
+    if key not in flat_keys(config):  # A new model field.
+      _set_model_field(config, key, literal_or_text(raw))
+      continue
+    set_value(config, key, _parse_value(raw, get_value(config, key), key))
+  return config
+
+
+def apply_changes(config: ml_collections.ConfigDict, changes: Mapping[str, Any],
+                  where: str = "") -> ml_collections.ConfigDict:
+  """Sets {dotted key: value} (values as Python objects, not text)."""
+  for key, value in changes.items():
+    check_key(config, key, where)
+    if key not in flat_keys(config):
+      _set_model_field(config, key, value)
+    else:
+      set_value(config, key, value)
+  return config
+
+
+def _set_model_field(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+  with config.model.unlocked():
+    config.model[key.split(".", 1)[1]] = value
+
+
+def _parent(config: ml_collections.ConfigDict, key: str):
+  *path, leaf = key.split(".")
+  for part in path:
+    config = config[part]
+  return config, leaf
+
+
+def get_value(config: ml_collections.ConfigDict, key: str) -> Any:
+  """config['a.b.c'] for a dotted key (ml_collections has no dotted access)."""
+  parent, leaf = _parent(config, key)
+  return parent[leaf]
+
+
+def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+  """Sets a dotted key; the value's type may differ (e.g. a tuple for a list)."""
+  parent, leaf = _parent(config, key)
+  with parent.ignore_type():
+    parent[leaf] = value
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+  """Flat keys whose values differ between two config dicts (as JSON)."""
+  diffs = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key), new.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      diffs += config_differences(a, b, prefix + key + ".")
+    elif a != b and not (isinstance(a, (list, tuple)) and
+                         isinstance(b, (list, tuple)) and list(a) == list(b)):
+      diffs.append(f"{prefix}{key}: {a!r} -> {b!r}")
+  return diffs
+
+
+def tuples(tree: Any) -> Any:
+  """A JSON tree with its lists turned back into tuples (model fields and
+  config values that were tuples before `json.dump`)."""
+  if isinstance(tree, dict):
+    return {k: tuples(v) for k, v in tree.items()}
+  if isinstance(tree, list):
+    return tuple(tuples(v) for v in tree)
+  return tree
