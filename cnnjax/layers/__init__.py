@@ -1,4 +1,6 @@
-"""Building blocks: convolutions, pooling, activations, normalisation, heads.
+"""Building blocks: convolutions, pooling, activations, normalisation, heads,
+and the parts models share (residual blocks and shortcuts, squeeze-and-
+excitation, conv-norm-act units).
 
 All layers take channels-last inputs with 1, 2 or 3 spatial dims:
 (B, W, C), (B, H, W, C) or (B, D, H, W, C).
@@ -8,9 +10,9 @@ from cnnjax.layers.activations import (ACTIVATIONS, Maxout, PReLU,  # noqa: F401
                                        elu, gelu, get_activation, identity,
                                        leaky_relu, relu, sigmoid, silu, swish,
                                        tanh)
-from cnnjax.layers.conv import (Conv, conv1d, conv1x1, conv2d,  # noqa: F401
-                                conv3d)
-from cnnjax.layers.heads import (ClassifierHead,  # noqa: F401
+from cnnjax.layers.conv import (Conv, ConvUnit, conv1d, conv1x1,  # noqa: F401
+                                conv2d, conv3d)
+from cnnjax.layers.heads import (ClassifierHead, classify,  # noqa: F401
                                  softmax_probabilities)
 from cnnjax.layers.normalization import (BatchNorm,  # noqa: F401
                                          LocalResponseNorm,
@@ -20,6 +22,12 @@ from cnnjax.layers.pooling import (AdaptiveAvgPool, AvgPool,  # noqa: F401
                                    ChannelMaxPool, GlobalAvgPool,
                                    GlobalMaxPool, LPPool, MaxPool,
                                    adaptive_avg_pool, avg_pool,
-                                   channel_max_pool,
+                                   ceil_mode_padding, channel_max_pool,
                                    global_avg_pool, global_max_pool, lp_pool,
                                    max_pool)
+from cnnjax.layers.residual import (BLOCKS, BasicBlock,  # noqa: F401
+                                    BottleneckBlock, PreActBasicBlock,
+                                    PreActBlock, PreActBottleneckBlock,
+                                    ResidualBlock, ZeroPadShortcut,
+                                    shortcut_option)
+from cnnjax.layers.squeeze_excite import SqueezeExcite  # noqa: F401

@@ -13,7 +13,7 @@ and `bias` of shape (features,).
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 
@@ -173,3 +173,28 @@ def conv1x1(features: int, *, ndim: int = 2, **kwargs: Any) -> Conv:
   """A pointwise (1x1) convolution: a Dense applied at every position."""
   kwargs.setdefault("padding", "VALID")
   return Conv(features, kernel_size=1, ndim=ndim, **kwargs)
+
+
+class ConvUnit(nn.Module):
+  """conv -> norm (if given) -> act, with children named `conv` and `bn`.
+
+  `conv` and `norm` are module factories (e.g. `Conv` and
+  `TorchLikeBatchNorm` partials with their dtypes and train/eval mode
+  bound): the paper's GoogLeNet units are conv + bias + ReLU (`norm=None`),
+  torchvision's BasicConv2d bias-free conv + BatchNorm + ReLU.
+  """
+  features: int
+  kernel_size: Any
+  conv: Callable[..., nn.Module]
+  norm: Callable[..., nn.Module] | None
+  act: Callable
+  strides: Any = 1
+  padding: Any = 0
+
+  @nn.compact
+  def __call__(self, x):
+    x = self.conv(self.features, kernel_size=self.kernel_size,
+                  strides=self.strides, padding=self.padding, name="conv")(x)
+    if self.norm is not None:
+      x = self.norm(name="bn")(x)
+    return self.act(x)

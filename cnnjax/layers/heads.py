@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from cnnjax.errors import CnnjaxError
 from cnnjax.layers.pooling import global_avg_pool, global_max_pool
 
-_POOLS = ("avg", "max", "flatten")
+_POOLS = ("avg", "max", "flatten", "none")
 
 
 def softmax_probabilities(logits):
@@ -19,20 +18,29 @@ def softmax_probabilities(logits):
   return jax.nn.softmax(logits, axis=-1)
 
 
-class ClassifierHead(nn.Module):
-  """Feature maps (B, *spatial, C) -> logits (B, num_classes).
+class ClassifierHead(nn.Dense):
+  """Feature maps (B, *spatial, C) -> logits (B, features).
 
   Global average or max pooling over the spatial dims (or flattening them
-  with `pool='flatten'`), dropout (only when `train=True`; needs the
-  'dropout' rng), then a Dense layer named `fc`. It returns logits: the
+  with `pool='flatten'`; 'none' applies the classifier at every position),
+  dropout (only when `train=True`; needs the 'dropout' rng), then a dense
+  layer of `features` (= `num_classes`) outputs. It returns logits: the
   softmax belongs to the loss, or `softmax_probabilities` for predictions.
   Already-flat (B, F) inputs skip the pooling.
+
+  It is an `nn.Dense` (same fields: `features`, `use_bias`, `kernel_init`,
+  ...). Its weights are a child Dense named `fc_name` ('fc'), or, with
+  `fc_name=None`, its own `kernel` and `bias`: then a head named 'head' has
+  exactly the parameters, and the initial values, of an `nn.Dense` named
+  'head', which is how every cnnjax classifier ends (see `classify`).
   """
-  num_classes: int
   pool: str = "avg"
   dropout_rate: float = 0.0
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  fc_name: str | None = "fc"
+
+  @property
+  def num_classes(self) -> int:
+    return self.features
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -42,7 +50,7 @@ class ClassifierHead(nn.Module):
     if not 0.0 <= self.dropout_rate < 1.0:
       raise CnnjaxError(f"dropout_rate must be in [0, 1), got "
                         f"{self.dropout_rate!r}.")
-    if x.ndim > 2:
+    if x.ndim > 2 and self.pool != "none":
       if self.pool == "avg":
         x = global_avg_pool(x)  # (B, C)
       elif self.pool == "max":
@@ -51,5 +59,23 @@ class ClassifierHead(nn.Module):
         x = x.reshape((x.shape[0], -1))  # (B, prod(spatial) * C)
     if self.dropout_rate > 0.0:
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="fc")(x)
+    if self.fc_name is None:
+      return super().__call__(x)
+    dense = {f.name: getattr(self, f.name) for f in dataclasses.fields(nn.Dense)
+             if f.init and f.name not in ("parent", "name")}
+    return nn.Dense(**dense, name=self.fc_name)(x)
+
+
+def classify(x, num_classes: int, *, name: str = "head", **dense):
+  """A model's classifier: logits from a `ClassifierHead` named `name` with
+  its own `kernel` and `bias` (as an `nn.Dense` of that name), applied to
+  the last axis of `x`; or, for `num_classes=0`, `x` itself: the features
+  (every cnnjax model's convention for "no classifier").
+
+  Call it inside a model's compact `__call__`; `dense` are `nn.Dense`
+  fields (`dtype`, `param_dtype`, ...).
+  """
+  if not num_classes:
+    return x
+  return ClassifierHead(num_classes, pool="none", fc_name=None, name=name,
+                        **dense)(x)

@@ -7,6 +7,12 @@ spatial dim, `stride=None` means the window size, and an int padding `p` adds
 max pooling, so padding never wins a max). 'SAME' and 'VALID' are accepted
 too. Each function has a Linen module twin whose attributes (`window_shape`,
 `strides`, `padding`) analysis code can read through flax's interception.
+
+`ceil_mode=True` rounds output sizes up as PyTorch (and Caffe) do:
+ceil((L + 2p - k) / s) + 1 windows per dim instead of floor(...) + 1, minus
+the last one if it would start at or beyond L + p (in the right padding).
+The extra windows read past the padded input; max pooling ignores those
+positions and average pooling leaves them out of its divisor, as torch does.
 """
 
 from __future__ import annotations
@@ -32,8 +38,30 @@ def _spatial_ndim(x, what: str) -> int:
   return n
 
 
-def _window_args(x, window, stride, padding, what: str):
-  """Full-rank (window, strides, padding) for `lax.reduce_window`."""
+def ceil_mode_padding(size: int, window: int, stride: int,
+                      padding: Any = 0) -> tuple[int, int]:
+  """(low, high) padding of one dim that gives torch's `ceil_mode=True`
+  output size with floor-rounding pooling.
+
+  `padding` is the user's padding of that dim, an int or a (low, high)
+  pair; the result adds to its high side the positions the last window
+  needs: ceil((size + low + high - window) / stride) + 1 windows, minus one
+  if the last would start at or beyond size + low (torch's rule).
+  """
+  low, high = (padding, padding) if isinstance(padding, int) else padding
+  span = size + low + high - window
+  if span < 0:
+    return low, high  # No window fits either way; the pooling reports it.
+  out = -(-span // stride) + 1
+  if (out - 1) * stride >= size + low:
+    out -= 1
+  return low, high + max(0, (out - 1) * stride + window - size - low - high)
+
+
+def _window_args(x, window, stride, padding, what: str,
+                 ceil_mode: bool = False):
+  """Full-rank (window, strides, padding) for `lax.reduce_window`, and the
+  high-side padding added per spatial dim by `ceil_mode`."""
   n = _spatial_ndim(x, what)
   window = spatial_tuple(window, n, f"{what} window")
   strides = window if stride is None else spatial_tuple(stride, n,
@@ -43,9 +71,22 @@ def _window_args(x, window, stride, padding, what: str):
     raise CnnjaxError(f"{what} supports 'SAME', 'VALID' or numeric padding, "
                       f"got {padding!r}.")
   check_window_fits(x.shape[1:-1], window, padding, f"{what} window")
+  extra = (0,) * n
+  if ceil_mode:
+    if padding == "SAME":
+      raise CnnjaxError(f"{what} with ceil_mode needs numeric or 'VALID' "
+                        f"padding, got 'SAME'.")
+    user = ((0, 0),) * n if padding == "VALID" else padding
+    if any(max(pair) > w // 2 for pair, w in zip(user, window)):
+      raise CnnjaxError(f"{what} with ceil_mode pads at most half the window "
+                        f"on each side (as torch), got padding {user} for "
+                        f"window {window}.")
+    padding = tuple(ceil_mode_padding(size, w, s, pair) for size, w, s, pair
+                    in zip(x.shape[1:-1], window, strides, user))
+    extra = tuple(hi - pair[1] for (_, hi), pair in zip(padding, user))
   if not isinstance(padding, str):
     padding = ((0, 0),) + padding + ((0, 0),)
-  return (1,) + window + (1,), (1,) + strides + (1,), padding
+  return (1,) + window + (1,), (1,) + strides + (1,), padding, extra
 
 
 def _lowest(dtype) -> Any:
@@ -64,26 +105,39 @@ def _zero(dtype) -> Any:
   return 0.0 if jnp.issubdtype(dtype, jnp.inexact) else 0
 
 
-def max_pool(x, window, stride=None, padding: Any = "VALID"):
-  """Max over each window; padding is -inf. (B, *S, C) -> (B, *S', C)."""
-  dims, strides, pads = _window_args(x, window, stride, padding, "max_pool")
+def max_pool(x, window, stride=None, padding: Any = "VALID",
+             ceil_mode: bool = False):
+  """Max over each window; padding is -inf. (B, *S, C) -> (B, *S', C).
+
+  `ceil_mode` rounds the output size up as torch does (module docstring).
+  """
+  dims, strides, pads, _ = _window_args(x, window, stride, padding,
+                                        "max_pool", ceil_mode)
   return lax.reduce_window(x, _lowest(x.dtype), lax.max, dims, strides, pads)
 
 
 def avg_pool(x, window, stride=None, padding: Any = "VALID",
-             count_include_pad: bool = True):
+             count_include_pad: bool = True, ceil_mode: bool = False):
   """Mean over each window, zero padded.
 
   With `count_include_pad=True` (torch's default) every window is divided by
-  its full size, padding included; with False only by the number of real
-  input elements under it.
+  its size within the padded input (its full size, except for a last window
+  that `ceil_mode` lets run past the padding); with False only by the number
+  of real input elements under it.
   """
-  dims, strides, pads = _window_args(x, window, stride, padding, "avg_pool")
+  dims, strides, pads, extra = _window_args(x, window, stride, padding,
+                                            "avg_pool", ceil_mode)
   zero = _zero(x.dtype)
   total = lax.reduce_window(x, zero, lax.add, dims, strides, pads)
-  if count_include_pad or pads == "VALID":
+  if pads == "VALID" or (count_include_pad and not any(extra)):
     return total / math.prod(dims)
-  ones = jnp.ones(x.shape[1:-1], x.dtype)[None, ..., None]  # (1, *S, 1)
+  spatial = x.shape[1:-1]
+  if count_include_pad:
+    # Ones over the user-padded input; only ceil mode's extra is left out.
+    spatial = tuple(s + lo + hi - e for s, (lo, hi), e in zip(
+        spatial, pads[1:-1], extra))
+    pads = ((0, 0),) + tuple((0, e) for e in extra) + ((0, 0),)
+  ones = jnp.ones(spatial, x.dtype)[None, ..., None]  # (1, *S, 1)
   count = lax.reduce_window(ones, zero, lax.add, dims, strides, pads)
   return total / count
 
@@ -99,7 +153,8 @@ def lp_pool(x, p: float, window, stride=None):
   """
   if p <= 0:
     raise CnnjaxError(f"lp_pool needs a positive power p, got {p!r}.")
-  dims, strides, pads = _window_args(x, window, stride, "VALID", "lp_pool")
+  dims, strides, pads, _ = _window_args(x, window, stride, "VALID",
+                                        "lp_pool")
   total = lax.reduce_window(x ** p, _zero(x.dtype), lax.add, dims, strides,
                             pads)
   return total ** (1.0 / p)
@@ -166,9 +221,11 @@ class MaxPool(nn.Module):
   window_shape: Any
   strides: Any = None
   padding: Any = "VALID"
+  ceil_mode: bool = False
 
   def __call__(self, x):
-    return max_pool(x, self.window_shape, self.strides, self.padding)
+    return max_pool(x, self.window_shape, self.strides, self.padding,
+                    self.ceil_mode)
 
 
 class AvgPool(nn.Module):
@@ -177,10 +234,11 @@ class AvgPool(nn.Module):
   strides: Any = None
   padding: Any = "VALID"
   count_include_pad: bool = True
+  ceil_mode: bool = False
 
   def __call__(self, x):
     return avg_pool(x, self.window_shape, self.strides, self.padding,
-                    self.count_include_pad)
+                    self.count_include_pad, self.ceil_mode)
 
 
 class LPPool(nn.Module):

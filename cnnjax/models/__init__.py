@@ -1,6 +1,16 @@
-"""Flax Linen models, all reachable by name through the registry."""
+"""Flax Linen models, all reachable by name through the registry.
 
-from cnnjax.models.registry import (create_model, list_models,  # noqa: F401
+    model = create_model('resnet20', num_classes=10)
+
+One file per family; importing the package imports every family, whose
+`@register_model` lines fill the registry (models/registry.py).
+"""
+
+from cnnjax.models.registry import (MODELS, ModelSpec,  # noqa: F401
+                                    create_model, list_models,
                                     model_description, model_input_dtype,
-                                    model_input_shape,
-                                    register_model)
+                                    model_input_shape, register_model)
+# The families, so that their registrations run.
+from cnnjax.models import (alexnet, allconv, conv1d, densenet,  # noqa: F401, E402
+                           ecg, googlenet, lenet, mlp, recurrent, resnet,
+                           rf_cnn, text_cnn, toy, vgg)

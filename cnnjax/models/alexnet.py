@@ -98,18 +98,6 @@ ZFNET = (
 )
 
 
-def _ceil_mode_padding(size: int, window: int, stride: int) -> int:
-  """Extra (high-side) padding for torch/Caffe `ceil_mode` pooling.
-
-  The output is ceil((size - window) / stride) + 1 instead of floor(...); the
-  last window starts inside the input, so padding (-inf) never wins the max.
-  """
-  if size < window:
-    return 0  # Too small either way; the pooling reports it.
-  out = -(-(size - window) // stride) + 1
-  return (out - 1) * stride + window - size
-
-
 class AlexNet(nn.Module):
   """An AlexNet-style network: five convolutions then three dense layers.
 
@@ -146,10 +134,7 @@ class AlexNet(nn.Module):
                name=f"conv{i}")(x)
       x = act(x)
       if spec.pool:
-        pads = "VALID"
-        if self.ceil_mode:
-          pads = tuple((0, _ceil_mode_padding(n, 3, 2)) for n in x.shape[1:-1])
-        x = layers.MaxPool(3, 2, padding=pads, name=f"pool{i}")(x)
+        x = layers.MaxPool(3, 2, ceil_mode=self.ceil_mode, name=f"pool{i}")(x)
       if spec.lrn:  # The paper's constants: n=5, k=2, alpha=1e-4, beta=0.75.
         x = layers.LocalResponseNorm(name=f"lrn{i}")(x)
     if self.adaptive_pool is not None:
@@ -161,9 +146,9 @@ class AlexNet(nn.Module):
       x = nn.Dropout(self.dropout_rate, deterministic=not train,
                      name=f"dropout{i}")(x)
       x = act(dense(self.hidden, name=f"fc{i}")(x))
-    if not self.num_classes:  # No classifier: the FC7 features.
-      return x
-    return dense(self.num_classes, name="head")(x)  # The paper's FC8.
+    # The paper's FC8; num_classes=0: the FC7 features.
+    return layers.classify(x, self.num_classes, dtype=self.dtype,
+                           param_dtype=self.param_dtype)
 
 
 register_model(

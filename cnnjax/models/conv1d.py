@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnjax import layers
 from cnnjax.models.registry import register_model
 
 
@@ -38,8 +39,8 @@ class Conv1DNet(nn.Module):
                   name=f"conv{i + 1}")(x)
       x = nn.relu(x)
     x = x.reshape((x.shape[0], -1))
-    return nn.Dense(self.num_classes, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="head")(x)
+    return layers.classify(x, self.num_classes, dtype=self.dtype,
+                           param_dtype=self.param_dtype)
 
 
 register_model("mnist1d_cnn", input_shape=(40, 1))(Conv1DNet)

@@ -168,10 +168,8 @@ class DenseNet(nn.Module):
         x = Transition(channels, conv, norm, act, name=f"transition{i + 1}")(x)
     x = act(norm(name="final_bn")(x))
     x = layers.GlobalAvgPool(name="avgpool")(x)  # (B, channels)
-    if not self.num_classes:
-      return x
-    return nn.Dense(self.num_classes, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="head")(x)
+    return layers.classify(x, self.num_classes, dtype=self.dtype,
+                           param_dtype=self.param_dtype)
 
 
 def _register(name, input_shape, description, **fields):

@@ -46,7 +46,6 @@ import jax.numpy as jnp
 
 from cnnjax import layers
 from cnnjax.errors import CnnjaxError
-from cnnjax.models.cifar_resnet import ZeroPadShortcut
 from cnnjax.models.registry import register_model
 
 ModuleDef = Any
@@ -77,7 +76,7 @@ class ECGBlock(nn.Module):
       s = layers.MaxPool(self.strides, self.strides,
                          name="shortcut_pool")(s)  # (B, L / 2, C)
     if s.shape[-1] != self.features:
-      s = ZeroPadShortcut(self.features, name="shortcut_pad")(s)
+      s = layers.ZeroPadShortcut(self.features, name="shortcut_pad")(s)
     y = x if self.first else self.act(self.norm(name="bn1")(x))
     y = self.conv(self.features, strides=self.strides, name="conv1")(y)
     y = self.dropout(name="dropout")(self.act(self.norm(name="bn2")(y)))
@@ -144,11 +143,9 @@ class ECGResNet(nn.Module):
     x = act(norm(name="final_bn")(x))  # (B, L / 256, 256)
     if self.pool == "avg":
       x = layers.GlobalAvgPool(name="pool")(x)  # (B, 256)
-    if not self.num_classes:
-      return x
     # A Dense at every position (Keras's TimeDistributed(Dense)).
-    return nn.Dense(self.num_classes, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="head")(x)
+    return layers.classify(x, self.num_classes, dtype=self.dtype,
+                           param_dtype=self.param_dtype)
 
 
 register_model(

@@ -4,7 +4,9 @@ Every module call of a Flax model has a path ('stage2_block1/conv2', 'fc7',
 ...). `intermediate_features` returns the outputs of the modules asked for
 without changing the model (Flax's `capture_intermediates`), which is what
 visualization (feature maps, Grad-CAM) and transfer learning (penultimate
-features) need. Every cnnjax classifier names its last layer `head`;
+features) need; `layer_shapes` gives every module's output shape without
+running anything. Every cnnjax classifier names its last layer `head`
+(mostly a `layers.ClassifierHead`, made by `layers.classify`);
 `replace_head` gives a model new classes while keeping the rest of its
 weights.
 """
@@ -42,6 +44,32 @@ def feature_names(model: nn.Module, variables, x) -> list[str]:
                                           mutable=["intermediates"]),
                  variables, x)
   return names
+
+
+def layer_shapes(model: nn.Module, variables, x) -> dict[str, Any]:
+  """{module path: output shape, batch axis included} for every module
+  called on `x` in inference, in `feature_names`' order (a module after
+  the modules it calls), computed abstractly (nothing runs). `variables`
+  may be None: they are then shaped by `model.init`. Modules returning
+  something other than one array map to None.
+  """
+  shapes: dict[str, Any] = {}
+
+  def record(next_fun, args, kwargs, context):
+    y = next_fun(*args, **kwargs)
+    if context.method_name == "__call__" and context.module.path:
+      shapes.setdefault(_path(context.module),
+                        tuple(y.shape) if hasattr(y, "shape") else None)
+    return y
+
+  def forward(variables, a):
+    if variables is None:
+      variables = model.init(jax.random.key(0), a)
+    with nn.intercept_methods(record):
+      return model.apply(variables, a)
+
+  jax.eval_shape(forward, variables, x)
+  return shapes
 
 
 def intermediate_features(model: nn.Module, variables, x,

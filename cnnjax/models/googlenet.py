@@ -30,9 +30,9 @@ average pooling to 4x4, so the heads keep their 4*4*128 inputs.
 `googlenet_tv` is torchvision's model: BatchNorm (eps 1e-3) after every
 bias-free convolution, 3x3 kernels in the "5x5" branch (a known slip kept
 for its pretrained weights), no LRN, a 2x2/2 fourth max pool, dropout 0.2 and
-always-adaptive auxiliary pooling. Max pools round their output sizes up as
-torch's and Caffe's `ceil_mode` do (emulated with padding on the high side),
-giving 112, 56, 28, 14, 7 at 224x224.
+always-adaptive auxiliary pooling. Max pools round their output sizes up
+(`ceil_mode=True`, as torch's and Caffe's), giving 112, 56, 28, 14, 7 at
+224x224.
 """
 
 from __future__ import annotations
@@ -65,40 +65,6 @@ INCEPTION_TABLE = {
 _LRN = dict(size=5, k=1.0, alpha=1e-4, beta=0.75, alpha_per_size=True)
 
 
-def ceil_mode_padding(size: int, window: int, stride: int) -> tuple[int, int]:
-  """(low, high) padding that makes an unpadded pool round its output size
-  up, as torch's `ceil_mode=True`: ceil((size - window) / stride) + 1 windows,
-  except that a last window starting past the input is dropped."""
-  out = -(-(size - window) // stride) + 1
-  if (out - 1) * stride >= size:
-    out -= 1
-  return 0, max(0, (out - 1) * stride + window - size)
-
-
-def _ceil_pads(x, window: int, stride: int) -> tuple[tuple[int, int], ...]:
-  return tuple(ceil_mode_padding(s, window, stride) for s in x.shape[1:-1])
-
-
-class ConvUnit(nn.Module):
-  """conv -> BatchNorm (if `norm`) -> act: the paper's conv + ReLU, or
-  torchvision's BasicConv2d. Children are named `conv` and `bn`."""
-  features: int
-  kernel_size: int
-  conv: Callable[..., nn.Module]
-  norm: Callable[..., nn.Module] | None
-  act: Callable
-  strides: int = 1
-  padding: Any = 0
-
-  @nn.compact
-  def __call__(self, x):
-    x = self.conv(self.features, kernel_size=self.kernel_size,
-                  strides=self.strides, padding=self.padding, name="conv")(x)
-    if self.norm is not None:
-      x = self.norm(name="bn")(x)
-    return self.act(x)
-
-
 class Inception(nn.Module):
   """The Inception module with 1x1 reductions (Figure 2b).
 
@@ -113,23 +79,30 @@ class Inception(nn.Module):
   act: Callable
   large_kernel: int = 5
 
+  reductions = True  # The 1x1 reduces and the pool projection.
+
   @nn.compact
   def __call__(self, x):
     c1, c3_reduce, c3, c5_reduce, c5, pool_proj = self.features
-    unit = functools.partial(ConvUnit, conv=self.conv, norm=self.norm,
+    unit = functools.partial(layers.ConvUnit, conv=self.conv, norm=self.norm,
                              act=self.act)
+
+    def reduce(features: int, name: str):
+      return unit(features, 1, name=name)(x) if self.reductions else x
+
     k = self.large_kernel
     b1 = unit(c1, 1, name="b1x1")(x)
-    b2 = unit(c3_reduce, 1, name="b3x3_reduce")(x)
+    b2 = reduce(c3_reduce, "b3x3_reduce")
     b2 = unit(c3, 3, padding=1, name="b3x3")(b2)
-    b3 = unit(c5_reduce, 1, name="b5x5_reduce")(x)
+    b3 = reduce(c5_reduce, "b5x5_reduce")
     b3 = unit(c5, k, padding=k // 2, name="b5x5")(b3)
     b4 = layers.MaxPool(3, 1, padding=1, name="pool")(x)
-    b4 = unit(pool_proj, 1, name="pool_proj")(b4)
+    if self.reductions:
+      b4 = unit(pool_proj, 1, name="pool_proj")(b4)
     return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
-class NaiveInception(nn.Module):
+class NaiveInception(Inception):
   """The naive Inception module (Figure 2a): 1x1, 3x3 and 5x5 convolutions
   and 3x3/1 max pooling side by side on the full input, concatenated.
 
@@ -137,23 +110,7 @@ class NaiveInception(nn.Module):
   #5x5: there are no reductions and no pool projection, so the output has
   #1x1 + #3x3 + #5x5 + C_in channels and the big filters see all C_in.
   """
-  features: Sequence[int]
-  conv: Callable[..., nn.Module]
-  norm: Callable[..., nn.Module] | None
-  act: Callable
-  large_kernel: int = 5
-
-  @nn.compact
-  def __call__(self, x):
-    c1, _, c3, _, c5, _ = self.features
-    unit = functools.partial(ConvUnit, conv=self.conv, norm=self.norm,
-                             act=self.act)
-    k = self.large_kernel
-    b1 = unit(c1, 1, name="b1x1")(x)
-    b2 = unit(c3, 3, padding=1, name="b3x3")(x)
-    b3 = unit(c5, k, padding=k // 2, name="b5x5")(x)
-    b4 = layers.MaxPool(3, 1, padding=1, name="pool")(x)  # All C_in maps.
-    return jnp.concatenate([b1, b2, b3, b4], axis=-1)
+  reductions = False
 
 
 class AuxClassifier(nn.Module):
@@ -178,8 +135,8 @@ class AuxClassifier(nn.Module):
       x = layers.AvgPool(5, 3, name="pool")(x)  # (B, 4, 4, C)
     else:
       x = layers.AdaptiveAvgPool(4, name="pool")(x)  # (B, 4, 4, C)
-    x = ConvUnit(self.features, 1, self.conv, self.norm, self.act,
-                 name="conv")(x)
+    x = layers.ConvUnit(self.features, 1, self.conv, self.norm, self.act,
+                        name="conv")(x)
     x = x.reshape((x.shape[0], -1))  # (B, 4 * 4 * 128)
     x = self.act(self.dense(self.hidden, name="fc1")(x))
     x = self.dropout(self.dropout_rate, name="dropout")(x)
@@ -244,7 +201,7 @@ class GoogLeNet(nn.Module):
     dense = functools.partial(nn.Dense, dtype=self.dtype,
                               param_dtype=self.param_dtype)
     dropout = functools.partial(nn.Dropout, deterministic=not train)
-    unit = functools.partial(ConvUnit, conv=conv, norm=norm, act=act)
+    unit = functools.partial(layers.ConvUnit, conv=conv, norm=norm, act=act)
     block = functools.partial(self.block_cls, conv=conv, norm=norm, act=act,
                               large_kernel=self.large_kernel)
     with_aux = self.aux_logits and self.num_classes > 0
@@ -262,17 +219,18 @@ class GoogLeNet(nn.Module):
       x = x.astype(self.dtype)
     # Sizes at 224x224.
     x = unit(width(64), 7, strides=2, padding=3, name="conv1")(x)  # 112
-    x = layers.MaxPool(3, 2, _ceil_pads(x, 3, 2), name="maxpool1")(x)  # 56
+    pool = functools.partial(layers.MaxPool, strides=2, ceil_mode=True)
+    x = pool(3, name="maxpool1")(x)  # 56
     if self.lrn:
       x = layers.LocalResponseNorm(**_LRN, name="lrn1")(x)
     x = unit(width(64), 1, name="conv2")(x)  # 3x3 reduce
     x = unit(width(192), 3, padding=1, name="conv3")(x)
     if self.lrn:
       x = layers.LocalResponseNorm(**_LRN, name="lrn2")(x)
-    x = layers.MaxPool(3, 2, _ceil_pads(x, 3, 2), name="maxpool2")(x)  # 28
+    x = pool(3, name="maxpool2")(x)  # 28
     x = inception("3a", x)  # (B, 28, 28, 256)
     x = inception("3b", x)  # (B, 28, 28, 480)
-    x = layers.MaxPool(3, 2, _ceil_pads(x, 3, 2), name="maxpool3")(x)  # 14
+    x = pool(3, name="maxpool3")(x)  # 14
     x = inception("4a", x)  # (B, 14, 14, 512)
     aux1 = aux(name="aux1")(x) if with_aux else None
     x = inception("4b", x)
@@ -280,8 +238,7 @@ class GoogLeNet(nn.Module):
     x = inception("4d", x)  # (B, 14, 14, 528)
     aux2 = aux(name="aux2")(x) if with_aux else None
     x = inception("4e", x)  # (B, 14, 14, 832)
-    w4 = self.pool4_window
-    x = layers.MaxPool(w4, 2, _ceil_pads(x, w4, 2), name="maxpool4")(x)  # 7
+    x = pool(self.pool4_window, name="maxpool4")(x)  # 7
     x = inception("5a", x)
     x = inception("5b", x)  # (B, 7, 7, 1024)
     # The paper's 7x7/1 average pool, for any input size.
@@ -289,7 +246,8 @@ class GoogLeNet(nn.Module):
     if not self.num_classes:
       return x
     x = dropout(self.dropout_rate, name="dropout")(x)
-    logits = dense(self.num_classes, name="head")(x)
+    logits = layers.classify(x, self.num_classes, dtype=self.dtype,
+                             param_dtype=self.param_dtype)
     if train and with_aux:
       return logits, aux1, aux2
     return logits

@@ -45,7 +45,8 @@ class LeNet5(nn.Module):
     x = x.reshape((x.shape[0], -1))
     x = act(dense(120, name="c5")(x))
     x = act(dense(84, name="f6")(x))
-    return dense(self.num_classes, name="head")(x)
+    return layers.classify(x, self.num_classes, dtype=self.dtype,
+                           param_dtype=self.param_dtype)
 
 
 register_model("lenet5", input_shape=(32, 32, 1),

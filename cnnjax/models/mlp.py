@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnjax import layers
 from cnnjax.models.registry import register_model
 
 
@@ -21,8 +22,8 @@ class LogisticRegression(nn.Module):
   def __call__(self, x, *, train: bool = False):
     del train
     x = x.reshape((x.shape[0], -1))
-    return nn.Dense(self.num_classes, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="head")(x)
+    return layers.classify(x, self.num_classes, dtype=self.dtype,
+                           param_dtype=self.param_dtype)
 
 
 class MLP(nn.Module):
@@ -46,8 +47,8 @@ class MLP(nn.Module):
                            param_dtype=self.param_dtype, name=f"dense{i + 1}")(x))
       x = x + h if (self.residual and i > 0 and x.shape[-1] == width) else h
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="head")(x)
+    return layers.classify(x, self.num_classes, dtype=self.dtype,
+                           param_dtype=self.param_dtype)
 
 
 # MNIST-1D baselines (Greydanus & Kobak): 40-sample signals, 10 classes.

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnnjax import layers
 from cnnjax.errors import CnnjaxError
 from cnnjax.models.registry import register_model
 
@@ -57,8 +58,8 @@ class GRUClassifier(nn.Module):
     else:
       h = rnn("forward")(x)
     h = h.reshape((h.shape[0], -1))  # (B, T * hidden)
-    return nn.Dense(self.num_classes, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="head")(h)
+    return layers.classify(h, self.num_classes, dtype=self.dtype,
+                           param_dtype=self.param_dtype)
 
 
 register_model(

@@ -6,19 +6,19 @@
 A registered entry is any callable returning a `flax.linen.Module` (a Module
 class, or a `functools.partial` of one); `create_model` passes the caller's
 keyword overrides to it, so overrides always win over the registered defaults.
+The entries are `ModelSpec`s in `MODELS`, a `cnnjax.registry.Registry`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import fnmatch
 import inspect
 from typing import Callable
 
 import flax.linen as nn
 
 from cnnjax.errors import CnnjaxError
+from cnnjax.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +30,16 @@ class ModelSpec:
   input_dtype: str = "float32"  # 'int32' for token ids (text models).
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+def _make_spec(name: str, factory, *, input_shape: tuple[int, ...],
+               description: str = "", input_dtype: str = "float32"
+               ) -> ModelSpec:
+  doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
+  return ModelSpec(name, factory, tuple(input_shape), doc, input_dtype)
+
+
+# Filled by the family modules, which the package (models/__init__.py) imports.
+MODELS: Registry[ModelSpec] = Registry("model", make_entry=_make_spec,
+                                       listing="`cnnjax models`")
 
 
 def register_model(name: str, *, input_shape: tuple[int, ...],
@@ -40,26 +49,12 @@ def register_model(name: str, *, input_shape: tuple[int, ...],
   `input_shape` is one example without the batch axis; `input_dtype` is
   'float32' for images and signals, 'int32' for token ids.
   """
-
-  def decorator(factory):
-    if name in _REGISTRY:
-      raise ValueError(f"model '{name}' is registered twice")
-    doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
-    _REGISTRY[name] = ModelSpec(name, factory, tuple(input_shape), doc,
-                                input_dtype)
-    return factory
-
-  return decorator
+  return MODELS.register(name, input_shape=input_shape,
+                         description=description, input_dtype=input_dtype)
 
 
 def _spec(name: str) -> ModelSpec:
-  _import_model_families()
-  if name not in _REGISTRY:
-    close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
-        "; `cnnjax models` lists them")
-    raise CnnjaxError(f"unknown model '{name}'{hint}")
-  return _REGISTRY[name]
+  return MODELS.get(name)
 
 
 def _module_fields(factory) -> set[str] | None:
@@ -89,8 +84,7 @@ def create_model(name: str, **overrides) -> nn.Module:
 
 def list_models(pattern: str = "*") -> list[str]:
   """Registered model names matching a glob pattern, sorted."""
-  _import_model_families()
-  return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+  return sorted(MODELS.names(pattern))
 
 
 def model_input_shape(name: str) -> tuple[int, ...]:
@@ -105,8 +99,3 @@ def model_input_dtype(name: str) -> str:
 
 def model_description(name: str) -> str:
   return _spec(name).description
-
-
-def _import_model_families() -> None:
-  # Importing the families registers their models.
-  from cnnjax.models import families  # noqa: F401

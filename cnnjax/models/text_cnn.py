@@ -140,8 +140,8 @@ class KimCNN(nn.Module):
       return x
     x = nn.Dropout(self.dropout_rate, deterministic=not train,
                    name="dropout")(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="head")(x)
+    return layers.classify(x, self.num_classes, dtype=self.dtype,
+                           param_dtype=self.param_dtype)
 
 
 def _replace(tree, path, value):

@@ -80,10 +80,8 @@ class XOConvNet(nn.Module):
     x = act(conv(padding="SAME", name="conv2")(x))  # (B, 4, 4, 3)
     x = layers.MaxPool(2, 2, padding="SAME", name="pool2")(x)  # (B, 2, 2, 3)
     x = x.reshape((x.shape[0], -1))  # (B, 12): the values that vote.
-    if not self.num_classes:
-      return x
-    return nn.Dense(self.num_classes, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="head")(x)
+    return layers.classify(x, self.num_classes, dtype=self.dtype,
+                           param_dtype=self.param_dtype)
 
 
 class ImageMLP(nn.Module):
@@ -107,9 +105,9 @@ class ImageMLP(nn.Module):
       x = nn.relu(dense(width, name=f"dense{i}")(x))
       x = nn.Dropout(self.dropout_rate, deterministic=not train,
                      name=f"dropout{i}")(x)
-    if not self.num_classes:  # The last hidden layer's features.
-      return x
-    return dense(self.num_classes, name="head")(x)
+    # num_classes=0: the last hidden layer's features.
+    return layers.classify(x, self.num_classes, dtype=self.dtype,
+                           param_dtype=self.param_dtype)
 
 
 register_model(

@@ -80,19 +80,18 @@ class VGG(nn.Module):
         if self.lrn and s == 0 and c == 0:
           x = layers.LocalResponseNorm(name="lrn")(x)
       x = layers.MaxPool(2, 2, name=f"pool{s + 1}")(x)
-    if not self.hidden:  # CIFAR: (B, 1, 1, 512) at 32x32 -> (B, 512) -> head.
+    if self.hidden:
+      # As torchvision: other input sizes are pooled (or repeated) to 7x7, so
+      # the classifier keeps its 7*7*512 inputs; at 224x224 this does nothing.
+      x = layers.adaptive_avg_pool(x, 7).reshape(x.shape[0], -1)
+      for i in (6, 7):
+        x = nn.relu(dense(self.hidden, name=f"fc{i}")(x))
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    else:  # CIFAR: (B, 1, 1, 512) at 32x32 -> (B, 512) -> head.
       x = x.reshape(x.shape[0], -1)
-      return dense(self.num_classes, name="head")(x) if self.num_classes else x
-    # As torchvision: other input sizes are pooled (or repeated) to 7x7, so
-    # the classifier keeps its 7*7*512 inputs; at 224x224 this does nothing.
-    x = layers.adaptive_avg_pool(x, 7)
-    x = x.reshape(x.shape[0], -1)
-    for i in (6, 7):
-      x = nn.relu(dense(self.hidden, name=f"fc{i}")(x))
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    if not self.num_classes:  # No classifier: the FC7 features.
-      return x
-    return dense(self.num_classes, name="head")(x)  # The paper's FC8.
+    # The paper's FC8; num_classes=0: the FC7 (or flattened) features.
+    return layers.classify(x, self.num_classes, dtype=self.dtype,
+                           param_dtype=self.param_dtype)
 
 
 def _register(name, config, description, input_shape=(224, 224, 3), **fields):

@@ -1,4 +1,4 @@
-"""A small CNN whose parts are switches, for the material's claims.
+"""`rf_cnn`: a small CNN whose parts are switches, for the claims experiments.
 
 `rf_cnn` runs on signals (B, L, C) and images (B, H, W, C) alike (its kernels
 have as many axes as the input has spatial axes) and exists so that two runs
@@ -26,6 +26,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnjax import layers
 from cnnjax.errors import CnnjaxError
 from cnnjax.models.registry import register_model
 
@@ -84,8 +85,8 @@ class RFCNN(nn.Module):
       x = jnp.mean(x, axis=tuple(range(1, 1 + spatial)))  # (B, C)
     else:
       x = x.reshape((x.shape[0], -1))  # (B, prod(S / 4) * C)
-    return nn.Dense(self.num_classes, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="head")(x)
+    return layers.classify(x, self.num_classes, dtype=self.dtype,
+                           param_dtype=self.param_dtype)
 
 
 register_model(
