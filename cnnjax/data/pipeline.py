@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from cnnjax.data import augment as augment_lib
@@ -124,15 +123,3 @@ def test_time_views(augment_config) -> Callable[[jax.Array], jax.Array] | None:
     return augment_lib.tta_views(images, flip=flip, shift=shift, mode=mode)
 
   return views
-
-
-def average_views(apply: Callable[[jax.Array], jax.Array], views: jax.Array,
-                  multilabel: bool) -> jax.Array:
-  """Logits whose softmax (sigmoid) is the mean over the views' softmax (sigmoid)."""
-  def one(view):
-    logits = apply(view).astype(jnp.float32)
-    return jax.nn.sigmoid(logits) if multilabel else jax.nn.softmax(logits)
-
-  probs = jnp.mean(jax.lax.map(one, views), axis=0)
-  probs = jnp.clip(probs, 1e-7, 1 - 1e-7) if multilabel else jnp.maximum(probs, 1e-30)
-  return jnp.log(probs) - jnp.log1p(-probs) if multilabel else jnp.log(probs)

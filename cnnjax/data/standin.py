@@ -19,7 +19,7 @@ import zlib
 
 import numpy as np
 
-from cnnjax.data import select_classes, select_splits
+from cnnjax.data.splits import select_classes, select_splits
 from cnnjax.data.arrays import ArrayDataset
 from cnnjax.errors import CnnjaxError
 
@@ -181,7 +181,7 @@ def _medmnist(dataset_config) -> ArrayDataset:
   from cnnjax.data import medmnist
 
   info = medmnist.subset_info(dataset_config.get("subset", None))
-  image_size = medmnist._image_size(info, dataset_config.get("image_size") or 28)
+  image_size = medmnist.checked_image_size(info, dataset_config.get("image_size") or 28)
   spatial = (image_size,) * (3 if info.volumetric else 2)
   name = info.file_name(image_size)[:-len(".npz")]
   splits = {split: _image_split(name, split, TRAIN_EXAMPLES if split == "train"
@@ -230,7 +230,7 @@ def _text(dataset_config, name: str) -> ArrayDataset:
   min_count, vocab_from, fold), vocabulary, model_fields and metadata."""
   from cnnjax.data import text
 
-  options = text._options(dataset_config)  # Refuses what the loader refuses.
+  options = text.text_options(dataset_config)  # Refuses what the loader refuses.
   splits = {split: _sentences(name, split, n)
             for split, n in (("train", TRAIN_EXAMPLES), ("test", EVAL_EXAMPLES))}
-  return text._encode_dataset(name, splits, 2, options, {"standin": True})
+  return text.encode_dataset(name, splits, 2, options, {"standin": True})

@@ -191,7 +191,7 @@ def load_mr(dataset_config, *, smoke: bool = False) -> ArrayDataset:
   vocab_from ('train' or 'all', see the module docstring). The folds are
   stratified by label. smoke: the first 200 snippets of each class.
   """
-  options = _options(dataset_config)
+  options = text_options(dataset_config)
   data_dir = _data_dir(dataset_config, "the folder holding rt-polarity.pos "
                        "and rt-polarity.neg")
   if not os.path.isdir(data_dir):
@@ -213,7 +213,7 @@ def load_mr(dataset_config, *, smoke: bool = False) -> ArrayDataset:
     labels += [label] * len(lines)
   labels = np.asarray(labels, np.int32)
   splits = _kfold_split(sentences, labels, options)
-  return _encode_dataset("mr", splits, 2, options, {})
+  return encode_dataset("mr", splits, 2, options, {})
 
 
 def load_text_file(dataset_config, *, smoke: bool = False) -> ArrayDataset:
@@ -228,7 +228,7 @@ def load_text_file(dataset_config, *, smoke: bool = False) -> ArrayDataset:
   by `clean_str`, lower-cased unless `lowercase` is False.
   smoke: the first 400 examples of each file.
   """
-  options = _options(dataset_config)
+  options = text_options(dataset_config)
   data_dir = _data_dir(dataset_config, "a LABEL<whitespace>TEXT file or a "
                        "folder with train.txt")
   if os.path.isfile(data_dir):
@@ -267,12 +267,12 @@ def load_text_file(dataset_config, *, smoke: bool = False) -> ArrayDataset:
   metadata = {"files": files}
   if label_names:
     metadata["label_names"] = label_names
-  return _encode_dataset("text_file", splits, num_classes, options, metadata)
+  return encode_dataset("text_file", splits, num_classes, options, metadata)
 
 
 # ----------------------------------------------------------------- helpers --
 
-def _options(dataset_config) -> dict:
+def text_options(dataset_config) -> dict:
   options = {
       "fold": int(dataset_config.get("fold", 0)),
       "num_folds": int(dataset_config.get("num_folds", 10)),
@@ -379,7 +379,7 @@ def _kfold_split(sentences, labels, options) -> dict:
           for split, want in (("train", False), ("test", True))}
 
 
-def _encode_dataset(name, splits, num_classes, options, metadata) -> ArrayDataset:
+def encode_dataset(name, splits, num_classes, options, metadata) -> ArrayDataset:
   """Builds the vocabulary, encodes every split and wraps it up."""
   train_tokens = splits["train"][0]
   if options["vocab_from"] == "all":

@@ -52,13 +52,12 @@ def _split_name(spec: str) -> str:
   return "".join(c if c.isalnum() else "_" for c in spec.replace("%", "pc")).strip("_")
 
 
-def _builder(name: str, data_dir: str, download: bool):
+def _builder(name: str, data_dir: str, download: bool, own_sources=()):
   tfds = import_tfds()
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as e:
-    from cnnjax.data import list_datasets
-    known = list_datasets()
+    known = sorted(own_sources)
     close = difflib.get_close_matches(name, known + list(tfds.list_builders()), n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     raise CnnjaxError(f"unknown dataset '{name}'{hint} (cnnjax's: "
@@ -99,12 +98,14 @@ def _split_size(builder, spec: str) -> int | None:
     return None
 
 
-def load_tfds(dataset_config, *, smoke: bool = False):
-  """Any TFDS image classification dataset, by name."""
+def load_tfds(dataset_config, *, smoke: bool = False, own_sources=()):
+  """Any TFDS image classification dataset, by name. `own_sources`: cnnjax's
+  own source names, offered when the name is in neither."""
   tfds = import_tfds()
   name = dataset_config.name
   data_dir = os.path.expanduser(dataset_config.get("data_dir", "") or "")
-  builder = _builder(name, data_dir, bool(dataset_config.get("download", False)))
+  builder = _builder(name, data_dir, bool(dataset_config.get("download", False)),
+                     own_sources)
   image_key, label_key = _keys(builder)
   feature = builder.info.features[image_key]
   shape = tuple(feature.shape)

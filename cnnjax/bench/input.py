@@ -34,18 +34,16 @@ def benchmark_input(config, *, steps: int = 20, repeats: int = 3) -> dict[str, A
   """
   from cnnjax import config as config_lib
   from cnnjax.data.arrays import data_key_for_seed, train_batch
-  from cnnjax.data.stream import prefetch
-  from cnnjax.train import loop
+  from cnnjax.train.setup import build, train_inputs
 
   config_lib.validate(config)
-  exp = loop.build_experiment(config)
+  exp = build(config)
   batch_size = config.batch_size
   train_prep, _ = exp.preprocess
   augment_key = jax.random.key(1)
   data_key = data_key_for_seed(config.seed)
-  feed = loop.Feed(exp)
 
-  inputs = feed.train_inputs(0)
+  inputs = train_inputs(exp, 0)
   example = next(inputs)  # the device split, or one batch
   if hasattr(inputs, "close"):  # stops a stream's producer thread
     inputs.close()
@@ -68,7 +66,7 @@ def benchmark_input(config, *, steps: int = 20, repeats: int = 3) -> dict[str, A
     position = [0]
 
     def run_input():
-      batches = feed.train_inputs(position[0])
+      batches = train_inputs(exp, position[0])
       out = None
       for step in range(steps):
         out = prep(next(batches), np.int32(step))
