@@ -1,4 +1,4 @@
-"""MedMNIST v2 and MedMNIST+ (Yang et al. 2023): the official npz files and metrics.
+"""MedMNIST v2 and MedMNIST+ (Yang et al. 2023): the official npz files.
 
 The files are the ones the `medmnist` package downloads (Zenodo record
 10519652): `<flag>.npz` at 28 pixels and `<flag>_<size>.npz` at the larger
@@ -6,8 +6,9 @@ MedMNIST+ sizes, each holding `{train,val,test}_{images,labels}` as uint8.
 Images are (N, H, W) grey, (N, H, W, 3) RGB or (N, D, H, W) volumes; labels
 (N, 1), or (N, 14) for ChestMNIST's multi-label task.
 
-`official_metrics` is the benchmark's ACC and AUC (medmnist's `getACC` and
-`getAUC`, threshold 0.5), so numbers here compare with the paper's tables.
+The benchmark's official ACC and AUC live in cnnjax/evaluators/medmnist.py
+(evaluators 'medmnist' and 'auc'); the metadata's 'evaluator': 'medmnist'
+makes the AUC one of a loaded subset's default metrics.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def load_medmnist(dataset_config, *, smoke: bool = False) -> ArrayDataset:
   as int32 (N,), or (N, 14) 0/1 for ChestMNIST.
   """
   info = subset_info(dataset_config.get("subset", None))
-  image_size = _image_size(info, dataset_config.get("image_size") or 28)
+  image_size = checked_image_size(info, dataset_config.get("image_size") or 28)
   data_dir = os.path.expanduser(
       str(dataset_config.get("data_dir", None) or DEFAULT_DATA_DIR))
   path = os.path.join(data_dir, info.file_name(image_size))
@@ -191,7 +192,7 @@ def load_medmnist(dataset_config, *, smoke: bool = False) -> ArrayDataset:
                 "medmnist_task": info.medmnist_task})
 
 
-def _image_size(info: SubsetInfo, value) -> int:
+def checked_image_size(info: SubsetInfo, value) -> int:
   try:
     size = int(value)
     whole = size == float(value)  # Refuses 28.5 rather than truncating it.
@@ -315,80 +316,3 @@ def _labels(info: SubsetInfo, labels: np.ndarray, num_images: int, path: str,
         f"({num_images}, {width})")
   labels = labels.astype(np.int32)
   return labels if info.task == "multilabel" else labels.reshape(-1)
-
-
-def scores_from_logits(task: str, logits) -> np.ndarray:
-  """Probabilities the metrics expect: sigmoid per label, else softmax.
-
-  A binary task with one logit per example, (N, 1), gets a sigmoid too.
-  """
-  task = _our_task(task)
-  logits = np.asarray(logits, np.float64)
-  if task == "multilabel" or (task == "binary" and logits.shape[-1] == 1):
-    return 0.5 * (1.0 + np.tanh(0.5 * logits))  # sigmoid, without overflow
-  shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-  return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
-def official_metrics(task: str, labels, scores) -> dict[str, float]:
-  """MedMNIST's ACC and AUC of probabilities `scores` against `labels`.
-
-  Args:
-    task: ours ('multiclass', 'binary', 'multilabel', 'ordinal') or medmnist's.
-    labels: (N,) or (N, 1) class indices; (N, L) 0/1 for multi-label.
-    scores: softmax probabilities (N, C) for multiclass and ordinal; for
-      binary (N, 2) (the last column is the positive class, as medmnist's
-      Evaluator takes it) or (N,); sigmoid probabilities (N, L) for multi-label.
-
-  Returns:
-    {'acc': ..., 'auc': ...}. ACC is top-1 accuracy, or for binary and
-    multi-label the accuracy of `score > 0.5` (averaged over labels); AUC is
-    the ROC AUC of the positive class, or averaged over the one-vs-rest AUC
-    of every class or label. Like medmnist with scikit-learn >= 1.6, the AUC
-    is NaN when a class or label has only one value among the labels.
-  """
-  task = _our_task(task)
-  labels = np.asarray(labels)
-  scores = np.asarray(scores)
-  n = len(labels)
-  if len(scores) != n:
-    raise ValueError(f"{len(scores)} score rows for {n} labels")
-  if task == "multilabel":
-    labels = labels.reshape(n, -1)
-    scores = scores.reshape(n, -1)
-    if labels.shape != scores.shape:
-      raise ValueError(f"multi-label scores {scores.shape} for labels {labels.shape}")
-    predictions = scores > 0.5
-    acc = np.mean([np.mean(labels[:, j] == predictions[:, j])
-                   for j in range(labels.shape[1])])
-    auc = np.mean([_roc_auc(labels[:, j], scores[:, j])
-                   for j in range(labels.shape[1])])
-  elif task == "binary":
-    labels = labels.reshape(-1)
-    positive = scores.reshape(n, -1)[:, -1]  # (N,) P(class 1)
-    acc = np.mean(labels == (positive > 0.5))
-    auc = _roc_auc(labels, positive)
-  else:  # multiclass and ordinal: scored alike, as in medmnist.
-    labels = labels.reshape(-1)
-    if scores.ndim != 2:
-      raise ValueError(f"{task} scores need shape (N, C), got {scores.shape}")
-    acc = np.mean(labels == np.argmax(scores, axis=-1))
-    auc = np.mean([_roc_auc(labels == c, scores[:, c])
-                   for c in range(scores.shape[1])])
-  return {"acc": float(acc), "auc": float(auc)}
-
-
-def _roc_auc(is_positive: np.ndarray, score: np.ndarray) -> float:
-  from sklearn.metrics import roc_auc_score
-
-  if np.all(is_positive == is_positive[0]):
-    return float("nan")  # Undefined with one class; sklearn would warn.
-  return roc_auc_score(is_positive, score)
-
-
-def _our_task(task: str) -> str:
-  task = TASK_FROM_MEDMNIST.get(task, task)
-  if task not in TASK_FROM_MEDMNIST.values():
-    raise CnnjaxError(f"unknown MedMNIST task '{task}' (known: "
-                      f"{', '.join(TASK_FROM_MEDMNIST.values())})")
-  return task
