@@ -1,40 +1,51 @@
-"""`train_and_evaluate(config, workdir)`: the one training loop, and the only
-place with side effects (files, logs, checkpoints, signals).
+"""The training driver, for one run or k seeds trained together: the only place
+with side effects (files, logs, checkpoints, signals).
+
+    train_and_evaluate(config, workdir)            # one run
+    train_seeds_together(configs, workdirs)        # k seeds, one vmapped program
+
+Both are the same driver. k = 1 is the plain run: any data, any number of
+devices and processes. With k > 1 seeds of one setting (configs that differ
+only in `seed`), the seeds' states are stacked on a leading axis and the pure
+train step is `jax.vmap`ped over (state, step key, data-order key,
+augmentation key): one call advances every seed by one step, on the same
+resident training data, which keeps a device busy that one small model would
+leave idle. Each seed still has its own run directory with the files a single
+run writes, so `cnnjax train` can resume any of them alone, and a rerun of the
+group resumes from the seeds' common latest step.
+
+A run directory is claimed while it trains (runs/claim.py), its config is
+checked against the one it started with, training resumes from the latest
+readable checkpoint, metrics are logged every `log_every` steps (the only
+host syncs), evaluation and checkpoints come every `eval_every` and
+`checkpoint_every` steps, SIGINT/SIGTERM save a checkpoint before stopping,
+and a non-finite loss stops the run with the last good checkpoint kept.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import json
+import contextlib
 import math
 import os
 import platform
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from cnnjax import config as config_lib
-from cnnjax.data import ArrayDataset, get_dataset, pipeline
-from cnnjax.data.arrays import (data_key_for_seed, nbytes, stack_eval_batches,
-                                train_batch)
-from cnnjax.data.stream import StreamDataset, as_stream, prefetch
+from cnnjax import runtime
+from cnnjax.data import get_dataset
 from cnnjax.errors import CnnjaxError
-from cnnjax.models import create_model
-from cnnjax.parallel import (DataParallel, initialize_distributed, is_primary,
-                             make_data_parallel)
-from cnnjax.train import losses, optim, precision, step as step_lib
-from cnnjax.train import transfer
-from cnnjax.train.checkpoint import Checkpointer
-from cnnjax.train.metrics import add_sums, sums_to_means
-from cnnjax.train.state import TrainState
-from cnnjax.train.writers import MetricWriter, plot_curves
-
+from cnnjax.parallel import initialize_distributed, is_primary
+from cnnjax.runs import Run
+from cnnjax.train.evaluation import Evaluation, evaluate_run, save_artifacts
+from cnnjax.train.setup import Setup, build, seed_keys, train_function, train_inputs
+from cnnjax.trees import stack, take
 
 # Train metrics that are a value per step (logged at the last step), not
 # sums over examples.
@@ -49,260 +60,94 @@ class TrainingInterrupted(CnnjaxError):
     self.exit_code = 128 + signum
 
 
-@dataclasses.dataclass
-class Experiment:
-  """Everything built from a config before the first step."""
-  config: ml_collections.ConfigDict
-  dataset: Any  # ArrayDataset or StreamDataset
-  resident: bool  # the training data lives on the device
-  durations: config_lib.Durations
-  state: TrainState
-  train_step: Any  # pure: (state, batch, rng) -> (state, metric sums)
-  eval_step: Any  # pure: (state, batch) -> (metric sums, outputs)
-  preprocess: tuple[Any, Any]  # on-device (train_fn(batch, key), eval_fn(batch))
-  model_name: str
-  parallel: DataParallel  # the device mesh and shardings
-
-  @property
-  def stream(self) -> StreamDataset:
-    return self.dataset if isinstance(self.dataset, StreamDataset) else as_stream(self.dataset)
+class GroupDiverged(CnnjaxError):
+  """A seed of a group trained together diverged: train the seeds one at a time."""
 
 
-def _check_task(config, dataset) -> None:
-  if dataset.task == "multilabel" and config.loss.name != "sigmoid_cross_entropy":
-    raise CnnjaxError(
-        f"dataset '{dataset.name}' is multi-label ({dataset.num_classes} labels "
-        "per example); set --config.loss.name=sigmoid_cross_entropy")
+def can_train_together(configs: Sequence[ml_collections.ConfigDict]) -> str:
+  """'' when the configs can share a vmapped step, else the reason why not."""
+  if len(configs) < 2:
+    return "a single seed"
+  first = _without_seed(configs[0])
+  if any(_without_seed(c) != first for c in configs[1:]):
+    return "the configs differ in more than their seed"
+  if jax.process_count() > 1:
+    return "a multi-host run"
+  return ""
 
 
-def build_experiment(config: ml_collections.ConfigDict, *,
-                     dataset=None) -> Experiment:
-  """Data, model, optimizer and initial state for `config` (already validated).
+def _without_seed(config) -> dict:
+  d = config.to_dict()
+  d.pop("seed")
+  return d
 
-  `dataset`: the already loaded data of `config.dataset` (runs that differ
-  only in their seed share it).
+
+class SeedGroup:
+  """The compiled programs of k >= 1 seeds of one setting.
+
+  `train_fn(state, data, rng) -> (state, metric sums)` advances every seed by
+  one step (jitted once; the state is donated and comes back replicated);
+  `rng` holds the seeds' step keys (`self.rng`). `evaluate_seeds(state)`
+  gives each seed's metrics and artifacts, the weight average's too.
   """
-  if config.parallel.distributed:
-    initialize_distributed()
-  data_parallel = make_data_parallel(config.parallel.num_devices)
-  data_parallel.check_batch_size(config.batch_size)
-  if dataset is None:
-    dataset = get_dataset(config.dataset, smoke=config.smoke)
-  _check_task(config, dataset)
-  if (config.mix.mixup_alpha or config.mix.cutmix_alpha) and not np.issubdtype(
-      pipeline.model_input_dtype(dataset), np.floating):
-    raise CnnjaxError(f"mixup and cutmix mix images; dataset '{dataset.name}' "
-                      "has token inputs")
-  resident = (isinstance(dataset, ArrayDataset) and
-              nbytes(dataset) <= config.dataset.max_device_mb * 2**20)
-  durations = config_lib.resolve_durations(config,
-                                           dataset.num_examples(dataset.train_split))
-  overrides = {k: v for k, v in config.model.items() if k != "name"}
-  overrides.setdefault("num_classes", dataset.num_classes)
-  if config.precision != "float32":
-    overrides.setdefault("dtype", precision.DTYPES[config.precision])
-  for field, value in dataset.model_fields.items():
-    overrides.setdefault(field, value)
-  model = create_model(config.model.name, **overrides)
-  init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
-  example = np.zeros((1, *dataset.input_shape), pipeline.model_input_dtype(dataset))
-  try:
-    variables = jax.jit(lambda r, x: model.init(r, x, train=False))(init_rng, example)
-  except (TypeError, ValueError) as e:
-    raise CnnjaxError(
-        f"model '{config.model.name}' cannot take inputs of shape "
-        f"{dataset.input_shape} from dataset '{dataset.name}': "
-        f"{str(e).splitlines()[0]}") from e
-  variables = transfer.initialize_from(config, variables)
-  constrained = [n.strip() for n in config.optimizer.max_norm_layers.split(",")
-                 if n.strip()]
-  missing = [n for n in constrained if n not in variables["params"] or
-             "kernel" not in variables["params"][n]]
-  if config.optimizer.max_norm and missing:
-    raise CnnjaxError(
-        f"config.optimizer.max_norm_layers names {', '.join(missing)}, which "
-        f"model '{config.model.name}' does not have; its top-level layers are "
-        f"{', '.join(variables['params'])}")
-  tx, learning_rate = optim.make_optimizer(config, durations, variables["params"])
-  loss_scale = (precision.LossScale.create(
-      config.loss_scale.initial, config.loss_scale.growth_interval,
-      config.loss_scale.backoff) if config.precision == "float16" else None)
-  state = data_parallel.put_replicated(TrainState.create(
-      apply_fn=model.apply, variables=variables, tx=tx,
-      ema=config.ema.decay > 0, loss_scale=loss_scale))
-  loss_fn = losses.get_loss(config.loss)
-  stats = pipeline.channel_stats(dataset, config.dataset)
-  host_crops = isinstance(dataset, StreamDataset) and dataset.host_crops
-  multilabel = dataset.task == "multilabel"
-  return Experiment(
-      config=config, dataset=dataset, resident=resident, durations=durations,
-      state=state,
-      train_step=step_lib.make_train_step(
-          loss_fn, learning_rate, l1=config.optimizer.l1,
-          aux_weight=config.loss.aux_weight,
-          max_norm_value=config.optimizer.max_norm,
-          max_norm_layers=constrained,
-          grad_accum_steps=config.grad_accum_steps,
-          mix=config.mix.to_dict(),
-          ema_decay=config.ema.decay, ema_warmup=config.ema.warmup,
-          per_device_mesh=(data_parallel.mesh
-                           if config.parallel.batch_norm == "per_device" else None),
-          frozen_batch_stats=optim.frozen_batch_stats(config, variables)),
-      eval_step=step_lib.make_eval_step(
-          loss_fn, views=pipeline.test_time_views(config.augment),
-          multilabel=multilabel, with_scores=wants_scores(dataset)),
-      preprocess=pipeline.make_preprocess(config.augment, stats,
-                                          host_crops=host_crops),
-      model_name=config.model.name, parallel=data_parallel)
 
+  def __init__(self, setups: Setup | Sequence[Setup]):
+    if isinstance(setups, Setup):
+      setups = [setups]
+    self.setups = list(setups)
+    self.k = len(self.setups)
+    first = self.setups[0]
+    if self.k > 1 and not first.resident:
+      raise CnnjaxError("these runs cannot be trained together: the training "
+                        "data does not fit on the device")
+    if self.k > 1 and first.parallel.num_devices != 1:
+      raise CnnjaxError("these runs cannot be trained together on several "
+                        "devices; set config.parallel.num_devices=1")
+    keys = [seed_keys(s.config.seed) for s in self.setups]
+    train = train_function(first)
+    replicated = first.parallel.replicated
+    if self.k == 1:
+      data_key, augment_key = keys[0]["data"], keys[0]["augment"]
+      self.rng = keys[0]["step"]
+      step = lambda state, data, rng: train(state, data, rng, data_key, augment_key)  # noqa: E731
+    else:
+      data_keys = jnp.stack([k["data"] for k in keys])
+      augment_keys = jnp.stack([k["augment"] for k in keys])
+      self.rng = jnp.stack([k["step"] for k in keys])
+      vmapped = jax.vmap(train, in_axes=(0, None, 0, 0, 0))
+      step = lambda state, data, rng: vmapped(state, data, rng, data_keys, augment_keys)  # noqa: E731
+    self.train_fn = jax.jit(step, donate_argnums=0,
+                            out_shardings=(replicated, replicated))
+    self.evaluation = Evaluation(
+        dataset=first.dataset, parallel=first.parallel, eval_batch=first.eval_batch,
+        evaluators=first.evaluators, eval_batch_size=first.config.eval_batch_size,
+        resident=first.resident, host_crops=bool(first.host_crops), seeds=self.k)
 
-def wants_scores(dataset) -> bool:
-  """Binary and multi-label tasks, and MedMNIST, also report the AUC."""
-  return (dataset.task in ("binary", "multilabel") or
-          dataset.metadata.get("evaluator") == "medmnist")
+  def initial_state(self):
+    states = [s.state for s in self.setups]
+    return states[0] if self.k == 1 else stack(states)
 
-
-def make_jitted(exp: Experiment):
-  """The compiled functions of the loop.
-
-  `train(state, data, rng)`: `data` is the whole training split on the device
-  (the batch is selected inside, from the step number) or, for streamed data,
-  the batch itself. `evaluate(state, stacked)` scans stacked eval batches;
-  `eval_batch(state, batch)` evaluates one streamed batch. Each is compiled
-  once; the state is donated and comes back replicated over the mesh, and
-  every batch is split over it.
-  """
-  seeded_train, eval_step = make_step_functions(exp)
-  keys = seed_keys(exp.config.seed)
-  dp = exp.parallel
-
-  def train(state, data, rng):
-    return seeded_train(state, data, rng, keys["data"], keys["augment"])
-
-  def evaluate(state, stacked):
-    return step_lib.evaluate(eval_step, state, stacked)
-
-  replicated = dp.replicated
-  return (jax.jit(train, donate_argnums=0, out_shardings=(replicated, replicated)),
-          jax.jit(evaluate), jax.jit(eval_step))
-
-
-def seed_keys(seed: int) -> dict[str, jax.Array]:
-  """The keys of a run: the data order, the augmentation, the train step."""
-  return {"data": data_key_for_seed(seed),
-          "augment": jax.random.fold_in(jax.random.key(seed), 3),
-          "step": jax.random.fold_in(jax.random.key(seed), 2)}
-
-
-def make_step_functions(exp: Experiment):
-  """`train(state, data, rng, data_key, augment_key)` and `eval_step(state,
-  batch)`, pure and not jitted (the seed's keys are arguments, so that runs
-  of several seeds can be vmapped together)."""
-  batch_size = exp.config.batch_size
-  train_prep, eval_prep = exp.preprocess
-  dp = exp.parallel
-
-  def train(state, data, rng, data_key, augment_key):
-    if exp.resident:
-      data = train_batch(data, state.step, batch_size=batch_size, data_key=data_key)
-    data = jax.lax.with_sharding_constraint(data, dp.batch)
-    batch = train_prep(data, jax.random.fold_in(augment_key, state.step))
-    return exp.train_step(state, batch, rng)
-
-  def eval_step(state, batch):
-    batch = jax.lax.with_sharding_constraint(batch, dp.batch)
-    return exp.eval_step(state, eval_prep(batch))
-
-  return train, eval_step
-
-
-class Feed:
-  """Where the loop's batches come from: the device, or a host stream."""
-
-  def __init__(self, exp: Experiment):
-    self.exp = exp
-    self.config = exp.config
-    self.parallel = exp.parallel
-    self.train_fn, self.evaluate_fn, self.eval_batch_fn = make_jitted(exp)
-    self._eval_data = None
-    crops = exp.config.augment
-    self.crops = ({"crop_scale": tuple(crops.crop_scale),
-                   "crop_ratio": tuple(crops.crop_ratio)}
-                  if isinstance(exp.dataset, StreamDataset) and exp.dataset.host_crops
-                  else {})
-    # Each process reads its own rows of every global batch.
-    self.eval_batch_size = self.parallel.round_up(self.config.eval_batch_size)
+  def state_of(self, state, i: int):
+    """Seed i's TrainState."""
+    return state if self.k == 1 else take(state, i)
 
   def train_inputs(self, start_step: int):
-    """An endless iterator of what `train_fn` takes as `data`."""
-    if self.exp.resident:  # Every device holds the whole split (uint8).
-      data = self.parallel.put_replicated(
-          self.exp.dataset.splits[self.exp.dataset.train_split])
-      return itertools.repeat(data)
-    batches = self.exp.stream.train_batches(
-        self.config.batch_size // jax.process_count(), start_step,
-        self.config.seed, **self.crops)
-    return prefetch(batches, size=3, transfer=self.parallel.host_batch_to_global)
+    return train_inputs(self.setups[0], start_step)
+
+  def evaluate_seeds(self, state) -> list[tuple[dict[str, float], dict[str, Any]]]:
+    """Per seed: (metrics '<split>/<metric>', with a weight average also
+    '<split>_ema/<metric>'; artifacts by split)."""
+    results = self.evaluation.evaluate(state.variables)
+    if state.ema is not None:
+      average = {k: v for k, v in state.ema.items() if v}
+      for (metrics, _), (ema_metrics, _) in zip(results, self.evaluation.evaluate(
+          average, "_ema")):
+        metrics.update(ema_metrics)
+    return results
 
   def evaluate(self, state) -> dict[str, float]:
-    """Metrics of every evaluation split, as '<split>/<metric>'; with an
-    average of the weights also '<split>_ema/<metric>'."""
-    metrics = self._evaluate(state, "")
-    if state.ema is not None:
-      metrics.update(self._evaluate(state.ema_state(), "_ema"))
-    return metrics
-
-  def eval_data(self, split: str):
-    """A resident split as stacked, padded batches on the devices (cached)."""
-    if self._eval_data is None:
-      self._eval_data = {
-          s: self.parallel.put_batch(
-              stack_eval_batches(self.exp.dataset.splits[s], self.eval_batch_size,
-                                 multiple_of=self.parallel.num_devices),
-              self.parallel.stacked_batches)
-          for s in self.exp.dataset.eval_splits}
-    return self._eval_data[split]
-
-  def split_metrics(self, sums, outputs) -> dict[str, float]:
-    """Means (and the AUC where it applies) from an evaluation's sums."""
-    values = sums_to_means(sums)
-    if outputs:
-      values.update(score_metrics(self.exp.dataset.task, jax.device_get(outputs)))
-    return values
-
-  def _evaluate(self, state, suffix: str) -> dict[str, float]:
-    metrics = {}
-    for split in self.exp.dataset.eval_splits:
-      if self.exp.resident:
-        sums, outputs = self.evaluate_fn(state, self.eval_data(split))
-      else:
-        center = {"center_crop": bool(self.crops.get("crop_scale"))} if self.crops else {}
-        batches = self.exp.stream.eval_batches(
-            split, self.eval_batch_size // jax.process_count(), **center)
-        sums, outputs = None, []
-        for batch in prefetch(batches, size=2,
-                              transfer=self.parallel.host_batch_to_global):
-          batch_sums, batch_outputs = self.eval_batch_fn(state, batch)
-          sums = batch_sums if sums is None else add_sums(sums, batch_sums)
-          outputs.append(batch_outputs)
-        outputs = jax.tree.map(lambda *xs: np.stack(xs), *outputs) if outputs[0] else {}
-      for k, v in self.split_metrics(sums, outputs).items():
-        metrics[f"{split}{suffix}/{k}"] = v
-    return metrics
-
-
-def score_metrics(task: str, outputs) -> dict[str, float]:
-  """MedMNIST's official AUC (and ACC) from the gathered probabilities."""
-  from cnnjax.data.medmnist import official_metrics
-
-  mask = np.asarray(outputs["mask"]).reshape(-1) > 0
-  scores = np.asarray(outputs["scores"])
-  labels = np.asarray(outputs["label"])
-  scores = scores.reshape(-1, scores.shape[-1])[mask]
-  labels = labels.reshape(-1, *labels.shape[2:])[mask]
-  auc = official_metrics(task, labels, scores)["auc"]
-  # NaN when a class (or label) never occurs in the split: then no AUC.
-  return {"auc": auc} if math.isfinite(auc) else {}
+    """The metrics of a single seed's state (k = 1)."""
+    return self.evaluate_seeds(state)[0][0]
 
 
 def train_means(host: list[dict]) -> dict[str, float]:
@@ -315,31 +160,6 @@ def train_means(host: list[dict]) -> dict[str, float]:
     if k in host[-1]:
       means[f"train/{k}"] = float(host[-1][k])
   return means
-
-
-def _prepare_workdir(config, workdir: str) -> None:
-  if not is_primary():  # Process 0 of a multi-host run writes the files.
-    return
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "config.json")
-  current = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    with open(path) as f:
-      try:
-        previous = json.load(f)
-      except json.JSONDecodeError:
-        previous = None
-    if previous is not None:
-      diffs = [d for d in config_lib.config_differences(previous, current)
-               if not config_lib.is_resumable(d.split(":")[0])]
-      if diffs:
-        raise CnnjaxError(
-            f"workdir '{workdir}' holds a run with a different config "
-            f"({'; '.join(diffs[:3])}{'; ...' if len(diffs) > 3 else ''}); "
-            "use another --workdir, or delete this one to start over")
-  with open(path + ".tmp", "w") as f:
-    json.dump(current, f, indent=2, sort_keys=True)
-  os.replace(path + ".tmp", path)
 
 
 def device_description() -> dict[str, Any]:
@@ -395,180 +215,242 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   Returns the content of `<workdir>/result.json`.
   """
-  config = config_lib.apply_smoke(config)
-  config_lib.validate(config)
-  if config.parallel.distributed:  # Before anything starts JAX's backend.
-    initialize_distributed()
-  _prepare_workdir(config, workdir)
-  exp = build_experiment(config)
-  num_steps = exp.durations.num_steps
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
-                              keep=config.keep_checkpoints,
-                              best_metric=config.best_metric,
-                              best_mode=config.best_mode)
-  writer = MetricWriter(workdir)
-  state, elapsed_before = exp.state, 0.0
-  # Damaged checkpoints are moved aside, with a warning, for the one before.
-  restored = checkpointer.restore_latest(state)
-  start_step = restored[0] if restored else 0
-  if restored:
-    _, state, meta = restored
-    elapsed_before = float(meta.get("elapsed_s", 0.0))
-    print(f"Resuming from the checkpoint at step {start_step} in {workdir}",
-          file=sys.stderr)
-  writer.truncate_after(start_step)
-
-  feed = Feed(exp)
-  train_inputs = feed.train_inputs(start_step)
-  rng = seed_keys(config.seed)["step"]
-
-  from tqdm.auto import tqdm  # Only the loop needs it.
-  t_start = time.perf_counter()
-  eval_metrics: dict[str, float] = {}
-  pending: list[dict] = []  # Device-side metric sums since the last log.
-  last_log_time, last_log_step = time.perf_counter(), start_step
-  saved_step = start_step
-
-  def elapsed():
-    return elapsed_before + time.perf_counter() - t_start
-
-  def check_finite(loss_sum, step):
-    if not math.isfinite(loss_sum):
-      last = checkpointer.latest_step()
-      raise CnnjaxError(
-          f"training diverged: the loss is {loss_sum} by step {step}; "
-          + (f"the last good checkpoint (step {last}) is kept in {workdir}"
-             if last else "no checkpoint was written") +
-          "; lower config.optimizer.learning_rate")
-
-  def flush_train_metrics(step):
-    nonlocal pending, last_log_time, last_log_step
-    if not pending:
-      return
-    means = train_means(jax.device_get(pending))
-    pending = []
-    check_finite(means["train/loss"], step)
-    now = time.perf_counter()
-    means["train/steps_per_s"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
-    last_log_time, last_log_step = now, step
-    writer.write(step, means)
-    pbar.set_postfix(loss=f"{means['train/loss']:.4f}", refresh=False)
-
-  def save(step):
-    nonlocal saved_step
-    # Never checkpoint a diverged state (this waits for the pending steps).
-    check_finite(sum(float(m["loss"]) for m in jax.device_get(pending)), step)
-    checkpointer.save(step, state, {"elapsed_s": elapsed(), "step": step},
-                      metrics=eval_metrics if eval_metrics.get("step") == step
-                      else None)
-    saved_step = step
-
-  try:
-    with _SignalFlag() as stop, tqdm(total=num_steps, initial=start_step,
-                                     unit="step", disable=not config.progress_bar,
-                                     dynamic_ncols=True, mininterval=0.5) as pbar:
-      step = start_step
-      while step < num_steps:
-        state, metrics = feed.train_fn(state, next(train_inputs), rng)
-        pending.append(metrics)
-        step += 1
-        pbar.update(1)
-        last = step == num_steps
-        if step % config.log_every == 0 or last:
-          flush_train_metrics(step)
-        if (config.eval_every and step % config.eval_every == 0) or last:
-          eval_metrics = feed.evaluate(state)
-          writer.write(step, eval_metrics)
-          eval_metrics["step"] = step
-        if step % config.checkpoint_every == 0 or last:
-          save(step)
-        if stop.signum and not last:
-          if saved_step != step:
-            save(step)
-          raise TrainingInterrupted(
-              f"stopped by signal {stop.signum} at step {step}; the checkpoint is "
-              f"saved in {workdir}; run the same command again to resume",
-              stop.signum)
-  except BaseException:  # Errors, signals: finish the writes under way.
-    checkpointer.wait()
-    checkpointer.close()
-    writer.close()
-    raise
-  finally:
-    if hasattr(train_inputs, "close"):  # Stops a streaming producer thread.
-      train_inputs.close()
-
-  finished_before = start_step >= num_steps
-  if finished_before:  # Nothing trained: report the restored state again.
-    eval_metrics = feed.evaluate(state)
-  checkpointer.wait()
-  best_step = checkpointer.best_step() if config.best_metric else None
-  checkpointer.close()
-  eval_metrics.pop("step", None)
-  result = write_result(
-      config, workdir, config_path=config_path, num_steps=num_steps,
-      final=eval_metrics, best_step=best_step,
-      wall_time_s=elapsed_before if finished_before else elapsed(),
-      standin_data=bool(exp.dataset.metadata.get("standin", False)))
-  writer.close()
-  return result
+  return _Driver([config], [workdir], config_path=config_path).run()[0]
 
 
-def write_result(config, workdir: str, *, config_path: str, num_steps: int,
-                 final: dict[str, float], best_step: int | None,
-                 wall_time_s: float, **extra) -> dict[str, Any]:
-  """Writes `<workdir>/result.json` and the curves; returns the record."""
-  result = {
-      "experiment": config_path,
-      "model": config.model.name,
-      "dataset": config.dataset.name,
-      "num_steps": num_steps,
-      "batch_size": config.batch_size,
-      "seed": config.seed,
-      "final": final,
-      "best_step": best_step,
-      "wall_time_s": round(wall_time_s, 2),
-      "device": device_description(),
-      "versions": versions(),
-      "smoke": bool(config.smoke),
-      **extra,
-  }
-  if config.reference.metric:
-    result["reference"] = config.reference.to_dict()
-    if config.reference.metric in final:
-      result["reference"]["measured"] = final[config.reference.metric]
-  if is_primary():
-    with open(os.path.join(workdir, "result.json.tmp"), "w") as f:
-      json.dump(result, f, indent=2)
-    os.replace(os.path.join(workdir, "result.json.tmp"),
-               os.path.join(workdir, "result.json"))
-    plot_curves(workdir)
-  return result
+def train_seeds_together(configs: Sequence[ml_collections.ConfigDict],
+                         workdirs: Sequence[str], *,
+                         config_path: str = "") -> list[dict[str, Any]]:
+  """Trains configs that differ only in `seed` as one vmapped program.
+
+  Returns each seed's result (what `train_and_evaluate` returns). Raises
+  `GroupDiverged` when a seed's loss stops being finite (its checkpoints so
+  far are kept; train the seeds alone to get each one's own outcome).
+  """
+  reason = can_train_together(configs)
+  if reason:
+    raise CnnjaxError(f"these runs cannot be trained together: {reason}")
+  return _Driver(list(configs), list(workdirs), config_path=config_path).run()
 
 
 def evaluate_workdir(workdir: str, *, which: str = "latest") -> dict[str, Any]:
   """Evaluates the latest (or best) checkpoint of a finished or running run."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise CnnjaxError(f"'{workdir}' is not a cnnjax workdir (no config.json)")
-  with open(path) as f:
-    # JSON turns tuples into lists; the model fields want tuples.
-    config = ml_collections.ConfigDict(_tuples(json.load(f)))
-  exp = build_experiment(config)
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True,
-                              best_metric=config.best_metric,
-                              best_mode=config.best_mode)
-  step = checkpointer.best_step() if which == "best" else checkpointer.latest_step()
-  if step is None:
-    raise CnnjaxError(f"no checkpoint found in '{workdir}/checkpoints'")
-  state, _ = checkpointer.restore(step, exp.state)
-  metrics = Feed(exp).evaluate(state)
-  return {"step": step, "checkpoint": which, **metrics}
+  return evaluate_run(workdir, which=which)
 
 
-def _tuples(tree):
-  if isinstance(tree, dict):
-    return {k: _tuples(v) for k, v in tree.items()}
-  if isinstance(tree, list):
-    return tuple(_tuples(v) for v in tree)
-  return tree
+class _Driver:
+  """One training session of k >= 1 runs (see the module docstring)."""
+
+  def __init__(self, configs, workdirs, *, config_path: str):
+    self.configs = [config_lib.apply_smoke(c) for c in configs]
+    for c in self.configs:
+      config_lib.validate(c)
+    self.config = self.configs[0]
+    self.runs = [Run(w) for w in workdirs]
+    self.config_path = config_path
+    self.k = len(self.configs)
+
+  def run(self) -> list[dict[str, Any]]:
+    runtime.enable_compilation_cache(self.config.get("compilation_cache", "auto"))
+    if self.config.parallel.distributed:  # Before anything starts JAX's backend.
+      initialize_distributed()
+    with contextlib.ExitStack() as claims:
+      if is_primary():  # Process 0 of a multi-host run writes the files.
+        for run, config in zip(self.runs, self.configs):
+          claims.enter_context(run.claim())
+          run.prepare(config)
+      dataset = (get_dataset(self.config.dataset, smoke=self.config.smoke)
+                 if self.k > 1 else None)
+      self.group = SeedGroup([build(c, dataset=dataset) for c in self.configs])
+      return self._train()
+
+  # ---- resuming
+
+  def _restore(self, checkpointers) -> tuple[int, Any, float]:
+    """(start step, state, wall time so far) from the runs' checkpoints."""
+    group = self.group
+    if self.k == 1:
+      # Damaged checkpoints are moved aside, with a warning, for the one before.
+      restored = checkpointers[0].restore_latest(group.initial_state())
+      if not restored:
+        return 0, group.initial_state(), 0.0
+      step, state, meta = restored
+      print(f"Resuming from the checkpoint at step {step} in {self.runs[0].workdir}",
+            file=sys.stderr)
+      return step, state, float(meta.get("elapsed_s", 0.0))
+    start = min(c.latest_step() or 0 for c in checkpointers)
+    if not start:
+      return 0, group.initial_state(), 0.0
+    states, elapsed = [], 0.0
+    for setup, checkpointer in zip(group.setups, checkpointers):
+      state, meta = checkpointer.restore(start, setup.state)
+      states.append(state)
+      elapsed = max(elapsed, float(meta.get("elapsed_s", 0.0)))
+    print(f"Resuming {self.k} seeds from step {start}", file=sys.stderr)
+    return start, stack(states), elapsed
+
+  # ---- the loop
+
+  def _train(self) -> list[dict[str, Any]]:
+    config, group, k = self.config, self.group, self.k
+    num_steps = group.setups[0].durations.num_steps
+    checkpointers = [run.checkpointer(keep=config.keep_checkpoints,
+                                      best_metric=config.best_metric,
+                                      best_mode=config.best_mode)
+                     for run in self.runs]
+    logs = [run.metric_log(enabled=is_primary()) for run in self.runs]
+    try:
+      start_step, state, elapsed_before = self._restore(checkpointers)
+    except BaseException:
+      for c in checkpointers:
+        c.close()
+      raise
+    if start_step > num_steps:
+      for c in checkpointers:
+        c.close()
+      raise CnnjaxError(
+          f"workdir '{self.runs[0].workdir}' holds a run trained for {start_step} "
+          f"steps, more than the {num_steps} asked for; use another --workdir, "
+          "or ask for at least as many steps")
+    for log in logs:
+      log.truncate_after(start_step)
+    inputs = group.train_inputs(start_step)
+
+    from tqdm.auto import tqdm  # Only the loop needs it.
+    t_start = time.perf_counter()
+    evaluated: list[tuple[dict, dict]] = [({}, {}) for _ in range(k)]
+    evaluated_at = -1
+    pending: list[dict] = []  # Device-side metric sums since the last log.
+    last_log_time, last_log_step = time.perf_counter(), start_step
+    saved_step = start_step
+
+    def elapsed():
+      return elapsed_before + time.perf_counter() - t_start
+
+    def check_finite(losses: Sequence[float], step: int):
+      for i, loss in enumerate(losses):
+        if math.isfinite(loss):
+          continue
+        if k > 1:
+          raise GroupDiverged(f"seed {self.configs[i].seed} diverged by step {step}")
+        last = checkpointers[0].latest_step()
+        raise CnnjaxError(
+            f"training diverged: the loss is {loss} by step {step}; "
+            + (f"the last good checkpoint (step {last}) is kept in "
+               f"{self.runs[0].workdir}" if last else "no checkpoint was written")
+            + "; lower config.optimizer.learning_rate")
+
+    def seed_rows(host: list[dict]) -> list[list[dict]]:
+      return [host] if k == 1 else [[take(m, i) for m in host] for i in range(k)]
+
+    def flush(step, pbar):
+      nonlocal pending, last_log_time, last_log_step
+      if not pending:
+        return
+      per_seed = [train_means(rows) for rows in seed_rows(jax.device_get(pending))]
+      pending = []
+      check_finite([m["train/loss"] for m in per_seed], step)
+      now = time.perf_counter()
+      rate = (step - last_log_step) / max(now - last_log_time, 1e-9)
+      last_log_time, last_log_step = now, step
+      for log, means in zip(logs, per_seed):
+        log.write(step, dict(means, **{"train/steps_per_s": rate}))
+      pbar.set_postfix(loss=f"{per_seed[0]['train/loss']:.4f}", refresh=False)
+
+    def save(step):
+      nonlocal saved_step
+      # Never checkpoint a diverged state (this waits for the pending steps).
+      host = seed_rows(jax.device_get(pending))
+      check_finite([sum(float(m["loss"]) for m in rows) for rows in host], step)
+      for i, checkpointer in enumerate(checkpointers):
+        checkpointer.save(step, group.state_of(state, i),
+                          {"elapsed_s": elapsed(), "step": step},
+                          metrics=evaluated[i][0] if evaluated_at == step else None)
+      saved_step = step
+
+    try:
+      with _SignalFlag() as stop, tqdm(total=num_steps, initial=start_step,
+                                       unit="step", disable=not config.progress_bar,
+                                       dynamic_ncols=True, mininterval=0.5) as pbar:
+        step = start_step
+        while step < num_steps:
+          state, metrics = group.train_fn(state, next(inputs), group.rng)
+          pending.append(metrics)
+          step += 1
+          pbar.update(1)
+          last = step == num_steps
+          if step % config.log_every == 0 or last:
+            flush(step, pbar)
+          if (config.eval_every and step % config.eval_every == 0) or last:
+            evaluated, evaluated_at = group.evaluate_seeds(state), step
+            for log, (metrics_i, _) in zip(logs, evaluated):
+              log.write(step, metrics_i)
+          if step % config.checkpoint_every == 0 or last:
+            save(step)
+          if stop.signum and not last:
+            if saved_step != step:
+              save(step)
+            where = (f"the checkpoint is saved in {self.runs[0].workdir}" if k == 1
+                     else "the seeds' checkpoints are saved")
+            raise TrainingInterrupted(
+                f"stopped by signal {stop.signum} at step {step}; {where}; run "
+                "the same command again to resume", stop.signum)
+    except BaseException:  # Errors, signals: finish the writes under way.
+      for c in checkpointers:
+        c.wait()
+        c.close()
+      for log in logs:
+        log.close()
+      raise
+    finally:
+      if hasattr(inputs, "close"):  # Stops a streaming producer thread.
+        inputs.close()
+
+    finished_before = start_step >= num_steps
+    if finished_before:  # Nothing trained: report the restored state again.
+      evaluated = group.evaluate_seeds(state)
+    for c in checkpointers:
+      c.wait()
+    best_steps = [c.best_step() if config.best_metric else None for c in checkpointers]
+    for c in checkpointers:
+      c.close()
+    results = []
+    for i, (run, cfg) in enumerate(zip(self.runs, self.configs)):
+      extra = {"trained_with_seeds": [c.seed for c in self.configs]} if k > 1 else {}
+      results.append(self._finish(
+          run, cfg, num_steps=num_steps, evaluated=evaluated[i],
+          best_step=best_steps[i],
+          wall_time_s=elapsed_before if finished_before else elapsed(), **extra))
+    for log in logs:
+      log.close()
+    return results
+
+  def _finish(self, run: Run, config, *, num_steps: int, evaluated, best_step,
+              wall_time_s: float, **extra) -> dict[str, Any]:
+    """Writes result.json, the curves and the evaluators' artifacts."""
+    final, artifacts = evaluated
+    final = {k: v for k, v in final.items() if k != "step"}
+    record = {
+        "experiment": self.config_path,
+        "model": config.model.name,
+        "dataset": config.dataset.name,
+        "num_steps": num_steps,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "final": final,
+        "best_step": best_step,
+        "wall_time_s": round(wall_time_s, 2),
+        "device": device_description(),
+        "versions": versions(),
+        "smoke": bool(config.smoke),
+        **extra,
+        "standin_data": bool(self.group.setups[0].dataset.metadata.get("standin", False)),
+    }
+    if config.reference.metric:
+      record["reference"] = config.reference.to_dict()
+      if config.reference.metric in final:
+        record["reference"]["measured"] = final[config.reference.metric]
+    if is_primary():
+      save_artifacts(run, artifacts)
+      run.write_result(record)
+    return record

@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cnnjax.config import Durations
+from cnnjax.config import Durations, parse_multipliers
 from cnnjax.errors import CnnjaxError
 from cnnjax.train import transfer
+from cnnjax.trees import flat_paths, path_string
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "adadelta")
 SCHEDULES = ("constant", "step", "multistep", "cosine", "linear", "plateau")
@@ -69,33 +70,6 @@ def _decay_mask(mode: str):
                     f"'kernels', got '{mode}'")
 
 
-def parse_multipliers(rules: Sequence[str]) -> list[tuple[re.Pattern, float]]:
-  """('REGEX=FACTOR', ...) -> [(compiled regex, factor)], checked.
-
-  The factor follows the last '=' (a regex may hold one, as in '(?=...)').
-  """
-  parsed = []
-  for rule in rules:
-    rule = str(rule)
-    if "=" not in rule:
-      raise CnnjaxError(f"config.optimizer.lr_multipliers entry '{rule}' needs the "
-                        "form REGEX=FACTOR, e.g. 'head=10' or '^(c1|c3)/=0'")
-    pattern, _, factor_text = rule.rpartition("=")
-    try:
-      factor = float(factor_text)
-    except ValueError:
-      factor = -1.0
-    if not factor >= 0:  # Also catches NaN.
-      raise CnnjaxError(f"config.optimizer.lr_multipliers entry '{rule}' needs a "
-                        f"factor >= 0 after '=', got '{factor_text}'")
-    try:
-      parsed.append((re.compile(pattern), factor))
-    except re.error as e:
-      raise CnnjaxError(f"config.optimizer.lr_multipliers entry '{rule}' has an "
-                        f"invalid regular expression ({e})") from e
-  return parsed
-
-
 def lr_factors(params, rules: Sequence[str]):
   """The learning-rate factor of every parameter, as a tree like `params`.
 
@@ -106,7 +80,7 @@ def lr_factors(params, rules: Sequence[str]):
   parsed = parse_multipliers(rules)
 
   def factor(key_path, _):
-    path = transfer.path_string(key_path)
+    path = path_string(key_path)
     return next((f for pattern, f in parsed if pattern.search(path)), 1.0)
 
   return jax.tree_util.tree_map_with_path(factor, params)
@@ -136,13 +110,13 @@ def frozen_batch_stats(config, variables):
   rules = multiplier_rules(config, variables["params"])
   if not batch_stats or not rules:
     return None
-  factors = transfer.flat_paths(lr_factors(variables["params"], rules))
+  factors = flat_paths(lr_factors(variables["params"], rules))
   modules: dict[str, list[float]] = {}
   for path, f in factors.items():
     modules.setdefault(path.rsplit("/", 1)[0], []).append(f)
   frozen = {m for m, fs in modules.items() if not any(fs)}
   mask = jax.tree_util.tree_map_with_path(
-      lambda kp, _: transfer.path_string(kp).rsplit("/", 1)[0] in frozen,
+      lambda kp, _: path_string(kp).rsplit("/", 1)[0] in frozen,
       batch_stats)
   return mask if any(jax.tree.leaves(mask)) else None
 

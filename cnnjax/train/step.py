@@ -1,4 +1,5 @@
-"""Pure train and eval steps. `make_*` bind the static parts; jit happens in the loop."""
+"""Pure train and evaluation steps. `make_*` bind the static parts; the
+driver (loop.py) jits them."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cnnjax.data.arrays import input_key
-from cnnjax.data.mixing import mix_batch, mixed_loss
-from cnnjax.data.pipeline import average_views
+from cnnjax import evaluators as evaluators_lib
+from cnnjax.runs.inference import average_views
 from cnnjax.train import metrics as metrics_lib
+from cnnjax.train.mixing import mix_batch, mixed_loss
 from cnnjax.train.precision import all_finite
 from cnnjax.train.state import TrainState
 
@@ -56,8 +57,12 @@ def make_train_step(loss_fn: Callable, learning_rate: Callable, *,
                     grad_accum_steps: int = 1,
                     mix: Mapping[str, float] | None = None,
                     ema_decay: float = 0.0, ema_warmup: bool = True,
-                    per_device_mesh=None, frozen_batch_stats=None):
+                    per_device_mesh=None, frozen_batch_stats=None,
+                    input_key: str = "image"):
   """Returns `train_step(state, batch, rng) -> (state, metrics)`.
+
+  The model's input is `batch[input_key]` ('image' for any dense input,
+  'tokens' for token ids) and its target `batch['label']`.
 
   `metrics` are sums over the batch (see `metrics.classification_sums`) plus
   the learning rate used; the loop averages them when it logs. A model that
@@ -80,7 +85,7 @@ def make_train_step(loss_fn: Callable, learning_rate: Callable, *,
 
   def gradients(state: TrainState, batch, rng):
     """(grads, new batch_stats, metric sums) of one (micro-)batch."""
-    inputs, labels = batch[input_key(batch)], batch["label"]
+    inputs, labels = batch[input_key], batch["label"]
     if mixing:
       inputs, partner, lam = mix_batch(
           inputs, jax.random.fold_in(rng, 1), mixup_alpha=mix["mixup_alpha"],
@@ -189,48 +194,39 @@ def make_train_step(loss_fn: Callable, learning_rate: Callable, *,
   return train_step
 
 
-def make_eval_step(loss_fn: Callable, *, views: Callable | None = None,
-                   multilabel: bool = False, with_scores: bool = False):
-  """Returns `eval_step(state, batch) -> (metric sums, outputs)`.
+def make_eval_batch(apply_fn: Callable, loss_fn: Callable, *,
+                    preprocess: Callable | None = None,
+                    views: Callable | None = None, multilabel: bool = False,
+                    evaluators: Sequence[str] = ("accuracy",),
+                    input_key: str = "image", batch_sharding=None,
+                    keep_logits: bool = False):
+  """Returns `eval_batch(variables, batch) -> per-example outputs`.
 
-  Honours batch['mask'] (padding rows count for nothing). With `views`
+  The batch is preprocessed as in evaluation (`preprocess`: uint8 -> float,
+  normalization), the model runs in inference mode, and with `views`
   (images -> (V, B, ...), test-time augmentation) the prediction is the mean
-  of the views' softmax (sigmoid for multi-label). With `with_scores` the
-  outputs hold the per-example class probabilities, labels and mask, for
-  metrics that need the whole split (AUC); otherwise they are empty.
+  of the views' softmax (sigmoid for multi-label). The outputs are what the
+  named evaluators need per example (`evaluators.batch_outputs`), the
+  batch's 'mask' (padding rows are 0) and, with `keep_logits`, the logits.
   """
-  def eval_step(state: TrainState, batch):
-    inputs, labels = batch[input_key(batch)], batch["label"]
+  def eval_batch(variables, batch):
+    if batch_sharding is not None:
+      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+    if preprocess is not None:
+      batch = preprocess(batch)
+    inputs, labels = batch[input_key], batch["label"]
 
     def apply(x):
-      return state.apply_fn(state.variables, x, train=False)
+      return apply_fn(variables, x, train=False)
 
     logits = average_views(apply, views(inputs), multilabel) if views else apply(inputs)
-    per_example = loss_fn(logits, labels)
-    mask = batch.get("mask")
-    sums = metrics_lib.classification_sums(logits, labels, per_example, mask)
-    if not with_scores:
-      return sums, {}
     logits = logits.astype(jnp.float32)
-    scores = jax.nn.sigmoid(logits) if multilabel else jax.nn.softmax(logits)
-    if mask is None:
-      mask = jnp.ones(labels.shape[0], jnp.float32)
-    return sums, {"scores": scores, "label": labels, "mask": mask}
+    outputs = evaluators_lib.batch_outputs(evaluators, evaluators_lib.EvalInputs(
+        logits=logits, labels=labels, loss=loss_fn(logits, labels),
+        multilabel=multilabel))
+    outputs["mask"] = batch.get("mask", jnp.ones(labels.shape[0], jnp.float32))
+    if keep_logits:
+      outputs["logits"] = logits
+    return outputs
 
-  return eval_step
-
-
-def evaluate(eval_step, state: TrainState, stacked_batches):
-  """Runs `eval_step` over (num_batches, B, ...) arrays with a scan: one call.
-
-  Returns (metric sums, outputs stacked (num_batches, B, ...)).
-  """
-
-  def body(total, batch):
-    sums, outputs = eval_step(state, batch)
-    return metrics_lib.add_sums(total, sums), outputs
-
-  first = jax.tree.map(lambda a: a[0], stacked_batches)
-  init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                      jax.eval_shape(eval_step, state, first)[0])
-  return jax.lax.scan(body, init, stacked_batches)
+  return eval_batch

@@ -42,170 +42,34 @@ statistics, as a PyTorch model in train() mode with requires_grad off does.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import re
 import sys
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax import runs
 from cnnjax.errors import CnnjaxError
+from cnnjax.trees import flat_paths, path_string
 
 COLLECTIONS = ("params", "batch_stats")  # What a transfer copies.
-
-
-def path_string(key_path) -> str:
-  """The '/'-joined names of a JAX key path: 'c1/kernel', 'stage3/block0/bn/scale'.
-
-  The same paths name parameters in `optimizer.lr_multipliers`.
-  """
-  parts = []
-  for key in key_path:
-    for attribute in ("key", "name", "idx"):
-      if hasattr(key, attribute):
-        parts.append(str(getattr(key, attribute)))
-        break
-    else:
-      parts.append(str(key))
-  return "/".join(parts)
-
-
-def flat_paths(tree) -> dict[str, Any]:
-  """{path_string: leaf} of a pytree (empty subtrees have no entries)."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {path_string(p): leaf for p, leaf in leaves}
-
-
-# --------------------------------------------------------------------------
-# Finding and reading a checkpoint
-
-
-def _steps(directory: str) -> list[int]:
-  return sorted(int(d) for d in os.listdir(directory)
-                if d.isdigit() and os.path.isdir(os.path.join(directory, d, "state")))
-
-
-def resolve_checkpoint(path: str, which: str = "latest") -> str:
-  """The step directory (holding 'state') that `path` and `which` name.
-
-  `path` is a cnnjax workdir, its `checkpoints/` directory, or one step's
-  directory (then `which` is ignored); `which` is 'latest', 'best' or a step.
-  """
-  path = os.path.abspath(os.path.expanduser(str(path)))
-  if not os.path.isdir(path):
-    raise CnnjaxError(f"transfer.init_from '{path}' does not exist; point it at "
-                      "the workdir of a finished cnnjax run")
-  if os.path.isdir(os.path.join(path, "state")):
-    return path  # Already one step's directory.
-  directory = os.path.join(path, "checkpoints")
-  if not os.path.isdir(directory):
-    directory = path
-  steps = _steps(directory)
-  if not steps:
-    raise CnnjaxError(f"'{path}' holds no cnnjax checkpoint; point "
-                      "transfer.init_from at a workdir whose run saved one")
-  which = str(which).strip()
-  if which == "latest":
-    step = steps[-1]
-  elif which == "best":
-    step = _best_step(directory)
-  elif which.isdigit():
-    step = int(which)
-    if step not in steps:
-      raise CnnjaxError(f"'{directory}' has no checkpoint at step {step} (its "
-                        f"steps: {', '.join(map(str, steps))})")
-  else:
-    raise CnnjaxError("transfer.init_step must be 'latest', 'best' or a step "
-                      f"number, got '{which}'")
-  return os.path.join(directory, str(step))
-
-
-def _best_step(directory: str) -> int:
-  """The best step by the source run's own best_metric (from its config.json)."""
-  from cnnjax.train.checkpoint import Checkpointer
-
-  config_path = os.path.join(os.path.dirname(directory), "config.json")
-  try:
-    with open(config_path) as f:
-      source = json.load(f)
-    metric, mode = source["best_metric"], source.get("best_mode", "max")
-  except (OSError, ValueError, KeyError) as e:
-    raise CnnjaxError(f"transfer.init_step='best' needs the source run's "
-                      f"config.json ({config_path}), which cannot be read "
-                      f"({type(e).__name__}); use 'latest' or a step") from e
-  if not metric:
-    raise CnnjaxError("the source run tracked no best checkpoint (its "
-                      "best_metric is empty); use transfer.init_step='latest'")
-  checkpointer = Checkpointer(directory, read_only=True, best_metric=metric,
-                              best_mode=mode)
-  try:
-    step = checkpointer.best_step()
-  finally:
-    checkpointer.close()
-  if step is None:
-    raise CnnjaxError(f"no checkpoint in '{directory}' was scored on {metric}; "
-                      "use transfer.init_step='latest'")
-  return step
-
-
-def _state_metadata(step_dir: str) -> dict:
-  """The 'state' item's tree of Orbax ArrayMetadata (shapes, dtypes)."""
-  import orbax.checkpoint as ocp
-  from etils import epath
-
-  try:
-    tree = ocp.PyTreeCheckpointHandler().metadata(
-        epath.Path(step_dir) / "state").tree
-  except Exception as e:  # Missing or corrupt files.
-    raise CnnjaxError(f"checkpoint '{step_dir}' cannot be read "
-                      f"({type(e).__name__}: {_first_line(e)})") from e
-  if not isinstance(tree, Mapping) or "params" not in tree:
-    raise CnnjaxError(f"checkpoint '{step_dir}' holds no 'params'; it was "
-                      "not written by cnnjax's training loop")
-  return {c: tree[c] for c in COLLECTIONS if c in tree}
-
-
-def checkpoint_shapes(path: str, which: str = "latest") -> dict[str, jax.ShapeDtypeStruct]:
-  """{'params/c1/kernel': ShapeDtypeStruct} of a checkpoint, from its
-  metadata alone (no array is read)."""
-  metadata = _state_metadata(resolve_checkpoint(path, which))
-  return {p: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype)
-          for p, m in flat_paths(metadata).items()}
 
 
 def load_variables(path: str, which: str = "latest") -> dict:
   """{'params': ..., 'batch_stats': ...} of a cnnjax checkpoint, as NumPy.
 
-  Only those two collections are read (not the optimizer state), and no
-  model is needed: the structure comes from the checkpoint's metadata.
+  `path` is a run directory, its checkpoints/ directory or one step's
+  directory; `which` is 'latest', 'best' or a step. Only those two
+  collections are read (not the optimizer state), and no model is needed.
   """
-  import orbax.checkpoint as ocp
-
-  step_dir = resolve_checkpoint(path, which)
-  metadata = _state_metadata(step_dir)
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype),
-                        metadata)
-  restore_args = jax.tree.map(
-      lambda m: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
-  try:
-    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
-      restored = checkpointer.restore(
-          os.path.join(step_dir, "state"),
-          args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
-                                      partial_restore=True))
-  except Exception as e:  # Truncated or corrupt array files.
-    raise CnnjaxError(f"checkpoint '{step_dir}' cannot be read "
-                      f"({type(e).__name__}: {_first_line(e)})") from e
-  variables = {c: jax.tree.map(np.asarray, restored.get(c, {})) for c in COLLECTIONS}
-  return variables
+  return runs.load_variables(path, which)
 
 
-def _first_line(error: Exception) -> str:
-  text = str(error).strip()
-  return text.splitlines()[0] if text else "no details"
+def checkpoint_shapes(path: str, which: str = "latest"):
+  """{'params/c1/kernel': ShapeDtypeStruct} of a checkpoint (metadata only)."""
+  return runs.checkpoint_shapes(path, which)
 
 
 # --------------------------------------------------------------------------
@@ -348,8 +212,8 @@ def initialize_from(config, variables: Mapping) -> Mapping:
   transfer = _transfer_config(config)
   if transfer is None:
     return variables
-  step_dir = resolve_checkpoint(transfer.init_from, transfer.get("init_step", "latest"))
-  pretrained = load_variables(step_dir)
+  step_dir = _source(transfer.init_from, transfer.get("init_step", "latest"))
+  pretrained = runs.load_variables(step_dir)
   variables, report = merge(variables, pretrained, tuple(transfer.get("reinit", ())))
   freeze = transfer.get("freeze", "none") == "backbone"
   factor = float(transfer.get("backbone_lr_factor", 1.0))
@@ -374,7 +238,8 @@ def multiplier_rules(config, params) -> tuple[str, ...]:
   factor = 0.0 if freeze else float(transfer.get("backbone_lr_factor", 1.0))
   if factor == 1.0:
     return ()
-  shapes = checkpoint_shapes(transfer.init_from, transfer.get("init_step", "latest"))
+  shapes = runs.checkpoint_shapes(
+      _source(transfer.init_from, transfer.get("init_step", "latest")))
   init_shapes = {"params/" + p: v for p, v in flat_paths(params).items()}
   # batch_stats are not parameters; plan() wants only the model's params here.
   report = plan(init_shapes, shapes, tuple(transfer.get("reinit", ())))
@@ -382,3 +247,14 @@ def multiplier_rules(config, params) -> tuple[str, ...]:
   if not paths:
     return ()
   return ("^(?:" + "|".join(re.escape(p) for p in paths) + f")$={factor!r}",)
+
+
+def _source(init_from: str, which: str) -> str:
+  """The step directory of the run to start from, with errors that name
+  config.transfer."""
+  import os
+
+  if not os.path.isdir(os.path.expanduser(str(init_from))):
+    raise CnnjaxError(f"transfer.init_from '{init_from}' does not exist; point it "
+                      "at the workdir of a finished cnnjax run")
+  return runs.checkpoint_directory(init_from, which)
