@@ -3,7 +3,7 @@ Data 10:41, and MedMNIST/experiments): Adam at 1e-3, batch 128, 100 epochs,
 the learning rate divided by 10 after epochs 50 and 75, cross-entropy, no
 augmentation, evaluation every epoch and the model kept with the best
 validation AUC. The benchmark's ACC and AUC are what the loop reports as
-test/accuracy and test/auc (cnnjax/data/medmnist.py, official_metrics).
+test/accuracy and test/auc (cnnjax/evaluators/medmnist.py, official_metrics).
 
 The model files set the network, the image size and their published row;
 their get_variants() gives one variant per subset (experiments/medmnist/

@@ -1,4 +1,4 @@
-"""Checks run on the finished runs of a claims experiment (experiments/claims/).
+"""Analyses: figures computed from the finished runs of an experiment.
 
 `cnnjax reproduce` trains every row (setting) x seed of an experiment, then,
 when its config names `reproduce.analysis`, calls
@@ -6,7 +6,8 @@ when its config names `reproduce.analysis`, calls
     figures = run_analysis(name, runs)  # {slug: {figure: value}}
 
 with `runs` the finished runs, each a dict {'slug', 'setting', 'seed',
-'workdir', 'result'}; the figures join the row's card. The analyses:
+'workdir', 'result'}; the figures join the row's card. The analyses (the
+`ANALYSES` registry):
 
 - 'params': the number of trainable parameters of the row's model;
 - 'shift_invariance': test accuracy on test inputs shifted by 0 to 4
@@ -20,10 +21,9 @@ with `runs` the finished runs, each a dict {'slug', 'setting', 'seed',
   (no dropout, no augmentation: 'train/accuracy') and the gap to the test
   accuracy ('gap/accuracy'), means over the seeds.
 
-Every evaluation restores the run's latest checkpoint (`viz.run.load_run`)
-and uses the run's own preprocessing (uint8 -> [0, 1], per-channel
-normalization, test-time views if the run had them), jitted and batched over
-the whole split.
+Every evaluation restores the run's latest checkpoint and uses the run's own
+preprocessing (uint8 -> [0, 1], per-channel normalization, test-time views
+if the run had them), jitted and batched over the whole split.
 """
 
 from __future__ import annotations
@@ -33,15 +33,43 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cnnjax.errors import CnnjaxError
+from cnnjax.registry import Registry
+from cnnjax.runs import Run
 
 Runs = Sequence[dict[str, Any]]
 Figures = dict[str, dict[str, float]]
 
+ANALYSES: Registry[Callable[[Runs], Figures]] = Registry("analysis")
+
 SHIFTS = (0, 1, 2, 3, 4)
 
 
+def list_analyses() -> list[str]:
+  return sorted(ANALYSES.names())
+
+
+def run_analysis(name: str, runs: Runs) -> Figures:
+  """The figures of analysis `name` on the finished `runs`, by setting slug."""
+  if name not in ANALYSES:
+    # Every name, sorted: the config names one, and there are only a few.
+    raise CnnjaxError(f"unknown analysis '{name}' in config.reproduce.analysis; "
+                      f"the known ones are {', '.join(list_analyses())}")
+  if not runs:
+    return {}
+  return ANALYSES.get(name)(runs)
+
+
 # --------------------------------------------------------------------------
-# Evaluation of a restored run
+# A restored run and its predictions
+
+
+def _load_trained(workdir: str):
+  """The latest checkpoint of a finished single-label run (runs.TrainedModel)."""
+  trained = Run.open(workdir).trained()
+  if trained.dataset.task not in ("multiclass", "ordinal"):
+    raise CnnjaxError(f"reproduce.analysis scores single-label classification; "
+                      f"the run in '{workdir}' has a {trained.dataset.task} dataset")
+  return trained
 
 
 def _by_slug(runs: Runs) -> dict[str, list[dict[str, Any]]]:
@@ -50,55 +78,6 @@ def _by_slug(runs: Runs) -> dict[str, list[dict[str, Any]]]:
   for run in runs:
     groups.setdefault(run["slug"], []).append(run)
   return {slug: sorted(group, key=lambda r: r["seed"]) for slug, group in groups.items()}
-
-
-def _probabilities_fn(run) -> Callable[[np.ndarray], np.ndarray]:
-  """stored inputs (N, ...) -> softmax probabilities (N, K), as the run's
-  evaluation computes them; one jitted program over padded batches."""
-  import jax
-  import jax.numpy as jnp
-
-  from cnnjax.data import pipeline
-
-  views = pipeline.test_time_views(run.config.augment)
-  batch_size = int(run.config.eval_batch_size)
-
-  def batch_probabilities(variables, raw):  # raw: (B, ...) as stored
-    inputs = run.normalize(raw)
-    if views is None:
-      logits = run.with_variables(variables).logits(inputs)
-    else:
-      logits = pipeline.average_views(
-          lambda v: run.with_variables(variables).logits(v), views(inputs),
-          multilabel=False)
-    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-
-  @jax.jit
-  def stacked_probabilities(variables, stacked):  # (num_batches, B, ...)
-    return jax.lax.map(lambda raw: batch_probabilities(variables, raw), stacked)
-
-  def probabilities(raw: np.ndarray) -> np.ndarray:
-    raw = np.asarray(raw)
-    n = len(raw)
-    size = min(batch_size, n)
-    num_batches = -(-n // size)
-    padded = np.concatenate(
-        [raw, np.zeros((num_batches * size - n, *raw.shape[1:]), raw.dtype)])
-    out = stacked_probabilities(run.variables,
-                                padded.reshape(num_batches, size, *raw.shape[1:]))
-    return np.asarray(out).reshape(num_batches * size, -1)[:n]
-
-  return probabilities
-
-
-def _load(workdir: str):
-  from cnnjax.viz.run import load_run
-
-  run = load_run(workdir)
-  if run.dataset.task not in ("multiclass", "ordinal"):
-    raise CnnjaxError(f"the claims analyses score single-label classification; "
-                      f"the run in '{workdir}' has a {run.dataset.task} dataset")
-  return run
 
 
 def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -125,11 +104,11 @@ def shift(images: np.ndarray, offset: int, axis: int, fill) -> np.ndarray:
   return out
 
 
-def _black(run) -> Any:
+def _black(trained) -> Any:
   """The stored value of black: 0 for uint8 images; for inputs stored as
   floats (digits are standardized) the training split's minimum, which is
   the standardized 0 of the background."""
-  train = run.dataset.splits[run.dataset.train_split]["image"]
+  train = trained.dataset.splits[trained.dataset.train_split]["image"]
   return 0 if train.dtype == np.uint8 else float(np.min(train))
 
 
@@ -137,30 +116,32 @@ def _black(run) -> Any:
 # The analyses
 
 
+@ANALYSES.register("params")
 def params(runs: Runs) -> Figures:
   """{'params': trainable parameters of the row's model} per setting."""
   import jax
 
   figures = {}
   for slug, group in _by_slug(runs).items():
-    run = _load(group[0]["workdir"])
+    trained = _load_trained(group[0]["workdir"])
     count = sum(int(np.size(leaf))
-                for leaf in jax.tree.leaves(run.variables.get("params", {})))
+                for leaf in jax.tree.leaves(trained.variables.get("params", {})))
     figures[slug] = {"params": float(count)}
   return figures
 
 
+@ANALYSES.register("shift_invariance")
 def shift_invariance(runs: Runs, shifts: Sequence[int] = SHIFTS) -> Figures:
   """Test accuracy on shifted test inputs, means over seeds and directions."""
   figures = {}
   for slug, group in _by_slug(runs).items():
     per_shift: dict[int, list[float]] = {k: [] for k in shifts}
     for entry in group:
-      run = _load(entry["workdir"])
-      split = run.dataset.splits[run.eval_split]
+      trained = _load_trained(entry["workdir"])
+      split = trained.dataset.splits[trained.eval_split]
       images, labels = np.asarray(split["image"]), np.asarray(split["label"])
-      probabilities = _probabilities_fn(run)
-      fill = _black(run)
+      probabilities = trained.probabilities
+      fill = _black(trained)
       axes = range(1, images.ndim - 1)  # the spatial axes
       for k in shifts:
         moves = [(0, 1)] if k == 0 else [(s * k, a) for a in axes for s in (1, -1)]
@@ -174,15 +155,16 @@ def shift_invariance(runs: Runs, shifts: Sequence[int] = SHIFTS) -> Figures:
   return figures
 
 
+@ANALYSES.register("ensemble")
 def ensemble(runs: Runs) -> Figures:
   """The averaged softmax of every seed's final network against one network."""
   figures = {}
   for slug, group in _by_slug(runs).items():
     total, singles, labels = None, [], None
     for entry in group:
-      run = _load(entry["workdir"])
-      split = run.dataset.splits[run.eval_split]
-      probabilities = _probabilities_fn(run)(split["image"])
+      trained = _load_trained(entry["workdir"])
+      split = trained.dataset.splits[trained.eval_split]
+      probabilities = trained.probabilities(split["image"])
       if labels is None:
         labels = np.asarray(split["label"])
       elif not np.array_equal(labels, split["label"]):
@@ -196,42 +178,21 @@ def ensemble(runs: Runs) -> Figures:
   return figures
 
 
+@ANALYSES.register("generalization")
 def generalization(runs: Runs) -> Figures:
   """Training-split accuracy in evaluation mode and its gap to the test's."""
   figures = {}
   for slug, group in _by_slug(runs).items():
     train_accuracies, gaps = [], []
     for entry in group:
-      run = _load(entry["workdir"])
-      probabilities = _probabilities_fn(run)
+      trained = _load_trained(entry["workdir"])
+      probabilities = trained.probabilities
       accuracy = {}
-      for name in (run.dataset.train_split, run.eval_split):
-        split = run.dataset.splits[name]
+      for name in (trained.dataset.train_split, trained.eval_split):
+        split = trained.dataset.splits[name]
         accuracy[name] = _accuracy(probabilities(split["image"]), split["label"])
-      train_accuracies.append(accuracy[run.dataset.train_split])
-      gaps.append(accuracy[run.dataset.train_split] - accuracy[run.eval_split])
+      train_accuracies.append(accuracy[trained.dataset.train_split])
+      gaps.append(accuracy[trained.dataset.train_split] - accuracy[trained.eval_split])
     figures[slug] = {"train/accuracy": float(np.mean(train_accuracies)),
                      "gap/accuracy": float(np.mean(gaps))}
   return figures
-
-
-ANALYSES: dict[str, Callable[[Runs], Figures]] = {
-    "params": params,
-    "shift_invariance": shift_invariance,
-    "ensemble": ensemble,
-    "generalization": generalization,
-}
-
-
-def list_analyses() -> list[str]:
-  return sorted(ANALYSES)
-
-
-def run_analysis(name: str, runs: Runs) -> Figures:
-  """The figures of analysis `name` on the finished `runs`, by setting slug."""
-  if name not in ANALYSES:
-    raise CnnjaxError(f"unknown analysis '{name}' in config.reproduce.analysis; "
-                      f"the known ones are {', '.join(list_analyses())}")
-  if not runs:
-    return {}
-  return ANALYSES[name](runs)
