@@ -12,14 +12,15 @@ Registered methods (see `cnnjax visualize --help`):
 - `occlusion` (Zeiler & Fergus 2014): the drop of the class probability when
   a grey square hides part of the image;
 - `integrated-gradients` (Sundararajan et al. 2017): gradients averaged along
-  the straight path from a baseline (the mean image), times the input change;
-- `sanity-check` (Adebayo et al. 2018): how much the maps change when the
-  weights are re-initialised, layer by layer from the top.
+  the straight path from a baseline (the mean image), times the input change.
 
 The class score is the logit of the example's label (`target_class`
 overrides it; `--option use=predicted` explains the predicted class). Every
 pass over many inputs (noisy copies, path steps, occluded copies) runs in
-jitted chunks of `options.batch_size`.
+jitted chunks of `options.batch_size` (`runs.inference.map_batches`).
+
+`batch_to_explain`, `gradients`, `gradcam_fn`, `heat` and `spearman` are
+public for `sanity` (the sanity check of these maps).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax.errors import CnnjaxError
+from cnnjax.runs import inference
 from cnnjax.viz import figures
 from cnnjax.viz.registry import Options, Output, register
 from cnnjax.viz.relu_rules import has_relu, modified_relu_gradient
@@ -41,7 +43,7 @@ from cnnjax.viz.relu_rules import has_relu, modified_relu_gradient
 
 
 @dataclasses.dataclass
-class _Batch:
+class Batch:
   """The examples a method explains, with the model's view of them."""
   split: str
   inputs: np.ndarray  # (N, H, W, C) model inputs
@@ -70,31 +72,16 @@ class _Batch:
             "logits": self.logits}
 
 
-def _chunked(fn: Callable, arrays: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
-  """fn(*chunk) over the rows of `arrays` in chunks of equal size (the last
-  one padded by repeating its last row, so `fn` compiles once)."""
-  total = len(arrays[0])
-  chunk = max(1, min(int(batch_size), total))
-  outs = []
-  for start in range(0, total, chunk):
-    parts = [np.asarray(a[start:start + chunk]) for a in arrays]
-    rows = len(parts[0])
-    if rows < chunk:
-      parts = [np.concatenate([p, np.repeat(p[-1:], chunk - rows, axis=0)]) for p in parts]
-    outs.append(np.asarray(fn(*parts))[:rows])
-  return np.concatenate(outs)
-
-
-def _logit_fn(run, rule: str | None = None) -> Callable:
+def _logit_fn(trained, rule: str | None = None) -> Callable:
   """(variables, inputs) -> logits, optionally with a modified ReLU rule."""
   def logits(variables, inputs):
-    return run.with_variables(variables).logits(inputs)
+    return trained.with_variables(variables).logits(inputs)
   return modified_relu_gradient(logits, rule) if rule else logits
 
 
-def _gradient_fn(run, rule: str | None = None) -> Callable:
+def gradient_fn(trained, rule: str | None = None) -> Callable:
   """Jitted (variables, inputs (B, ...), targets (B,)) -> d logit_t / d inputs."""
-  logits = _logit_fn(run, rule)
+  logits = _logit_fn(trained, rule)
 
   def score(inputs, variables, targets):
     out = logits(variables, inputs)  # (B, num_classes)
@@ -104,18 +91,21 @@ def _gradient_fn(run, rule: str | None = None) -> Callable:
   return jax.jit(lambda variables, inputs, targets: grad(inputs, variables, targets))
 
 
-def _gradients(run, variables, inputs, targets, batch_size, rule=None, grad_fn=None):
-  grad_fn = grad_fn or _gradient_fn(run, rule)
-  return _chunked(lambda x, t: grad_fn(variables, x, t), (inputs, targets), batch_size)
+def gradients(trained, variables, inputs, targets, batch_size, rule=None, grad_fn=None):
+  """d logit_t / d inputs of many inputs, in chunks (`grad_fn`: a
+  `gradient_fn` to reuse its compilation)."""
+  grad_fn = grad_fn or gradient_fn(trained, rule)
+  return inference.map_batches(lambda x, t: grad_fn(variables, x, t), (inputs, targets),
+                               batch_size)
 
 
-def _logits(run, variables, inputs, batch_size) -> np.ndarray:
-  fn = jax.jit(_logit_fn(run))
-  return _chunked(lambda x: fn(variables, x), (inputs,), batch_size)
+def _logits(trained, variables, inputs, batch_size) -> np.ndarray:
+  fn = jax.jit(_logit_fn(trained))
+  return inference.map_batches(lambda x: fn(variables, x), (inputs,), batch_size)
 
 
-def _targets(run, options: Options, labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-  num_classes = run.dataset.num_classes
+def _targets(trained, options: Options, labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+  num_classes = trained.dataset.num_classes
   if options.target_class >= 0:
     if options.target_class >= num_classes:
       raise CnnjaxError(f"target class {options.target_class} is out of range: the "
@@ -129,26 +119,27 @@ def _targets(run, options: Options, labels: np.ndarray, predicted: np.ndarray) -
   return labels.astype(np.int32)
 
 
-def _batch(run, options: Options) -> _Batch:
-  split = options.split or run.eval_split
-  if split not in run.dataset.splits:
+def batch_to_explain(trained, options: Options) -> Batch:
+  """The examples of `options` with the model's logits and the target classes."""
+  split = options.split or trained.eval_split
+  if split not in trained.dataset.splits:
     raise CnnjaxError(f"the dataset has no split '{split}' (its splits: "
-                      f"{', '.join(run.dataset.splits)})")
-  examples = run.examples(split, options.num_examples,
-                          indices=list(options.indices) if options.indices else None)
+                      f"{', '.join(trained.dataset.splits)})")
+  examples = trained.examples(split, options.num_examples,
+                              indices=list(options.indices) if options.indices else None)
   if len(examples.labels) == 0:
     raise CnnjaxError("no examples to explain; ask for --num-examples 1 or more")
-  logits = _logits(run, run.variables, examples.inputs, options.batch_size)
+  logits = _logits(trained, trained.variables, examples.inputs, options.batch_size)
   predicted = np.argmax(logits, axis=-1)
-  return _Batch(split=split, inputs=examples.inputs, images=examples.images,
-                labels=examples.labels, indices=examples.indices, logits=logits,
-                predicted=predicted,
-                targets=_targets(run, options, examples.labels, predicted))
+  return Batch(split=split, inputs=examples.inputs, images=examples.images,
+               labels=examples.labels, indices=examples.indices, logits=logits,
+               predicted=predicted,
+               targets=_targets(trained, options, examples.labels, predicted))
 
 
-def _heat(gradients: np.ndarray) -> np.ndarray:
+def heat(values: np.ndarray) -> np.ndarray:
   """(N, H, W, C) -> (N, H, W): max |value| over channels."""
-  return np.abs(gradients).max(axis=-1)
+  return np.abs(values).max(axis=-1)
 
 
 def _signed_image(values: np.ndarray) -> np.ndarray:
@@ -158,13 +149,13 @@ def _signed_image(values: np.ndarray) -> np.ndarray:
   return np.clip(0.5 + 0.5 * values / scale, 0.0, 1.0)
 
 
-def _rows_figure(batch: _Batch, class_names, columns, *, title: str = ""):
+def _rows_figure(batch: Batch, class_names, columns, *, title: str = ""):
   """One row per example: the image, then one panel per column.
 
   `columns`: [(title, maps (N, H, W) or (N, H, W, C), kind)], kind 'heat'
   (rescaled, over the grey image) or 'signed' (shown as an image, 0 = grey).
   """
-  plt = figures._plt()
+  plt = figures.pyplot()
   rows, width = len(batch.images), 1 + len(columns)
   fig, axes = plt.subplots(rows, width, figsize=(1.8 * width, 1.8 * rows + 0.5),
                            squeeze=False)
@@ -194,12 +185,13 @@ def _rows_figure(batch: _Batch, class_names, columns, *, title: str = ""):
 
 @register("saliency", "Saliency map: |gradient of the class score| per pixel "
           "(Simonyan et al. 2014)")
-def saliency(run, options: Options) -> Output:
-  run.require_images("an attribution map")
-  batch = _batch(run, options)
-  grads = _gradients(run, run.variables, batch.inputs, batch.targets, options.batch_size)
-  maps = _heat(grads)
-  fig = _rows_figure(batch, run.class_names, [("saliency |grad|", maps, "heat")],
+def saliency(trained, options: Options) -> Output:
+  trained.require_images("an attribution map")
+  batch = batch_to_explain(trained, options)
+  grads = gradients(trained, trained.variables, batch.inputs, batch.targets,
+                    options.batch_size)
+  maps = heat(grads)
+  fig = _rows_figure(batch, trained.class_names, [("saliency |grad|", maps, "heat")],
                      title="Saliency (label / predicted)")
   return Output(arrays={**batch.arrays(), "maps": maps, "gradients": grads},
                 figures={"saliency": fig},
@@ -207,7 +199,7 @@ def saliency(run, options: Options) -> Output:
                         "absolute input gradient, max over channels.")
 
 
-def smoothgrad_gradients(run, variables, inputs, targets, *, samples: int, noise: float,
+def smoothgrad_gradients(trained, variables, inputs, targets, *, samples: int, noise: float,
                          batch_size: int, seed: int = 0, rule: str | None = None) -> np.ndarray:
   """Mean gradient over `samples` noisy copies of each input; the noise's
   std is `noise` times each input's value range. (N, ...) -> (N, ...)."""
@@ -216,38 +208,38 @@ def smoothgrad_gradients(run, variables, inputs, targets, *, samples: int, noise
   axes = tuple(range(1, inputs.ndim))
   spread = (inputs.max(axis=axes) - inputs.min(axis=axes)).reshape((n,) + (1,) * len(axes))
   rng = np.random.default_rng(seed)
-  grad_fn = _gradient_fn(run, rule)
-  total = np.zeros_like(inputs)
-  # Chunks over (example, sample) pairs: the noisy copies are made per chunk.
-  pairs = np.repeat(np.arange(n), samples)
-  chunk = max(1, min(int(batch_size), len(pairs)))
-  for start in range(0, len(pairs), chunk):
-    rows = pairs[start:start + chunk]
-    m = len(rows)
-    if m < chunk:
-      rows = np.concatenate([rows, np.repeat(rows[-1:], chunk - m)])
+  grad_fn = gradient_fn(trained, rule)
+  targets = np.asarray(targets)
+
+  def noisy_gradients(rows):  # The noisy copies are made per chunk.
     noisy = inputs[rows] + (noise * spread[rows] *
                             rng.standard_normal(inputs[rows].shape).astype(np.float32))
-    grads = np.asarray(grad_fn(variables, noisy, np.asarray(targets)[rows]))[:m]
-    np.add.at(total, rows[:m], grads)
+    return grad_fn(variables, noisy, targets[rows])
+
+  # Chunks over (example, sample) pairs, summed per example as they come.
+  total = np.zeros_like(inputs)
+  pairs = np.repeat(np.arange(n), samples)
+  for where, grads in inference.iter_batches(noisy_gradients, (pairs,), batch_size):
+    np.add.at(total, pairs[where], grads)
   return total / samples
 
 
 @register("smoothgrad", "SmoothGrad: the gradient averaged over noisy copies of "
           "the input (Smilkov et al. 2017)")
-def smoothgrad(run, options: Options) -> Output:
-  run.require_images("an attribution map")
-  batch = _batch(run, options)
+def smoothgrad(trained, options: Options) -> Output:
+  trained.require_images("an attribution map")
+  batch = batch_to_explain(trained, options)
   samples = options.get("samples", 25)
   noise = options.get("noise", 0.15)
   if samples < 1 or noise < 0:
     raise CnnjaxError("smoothgrad needs --option samples=1 or more and noise=0 or more")
-  grads = smoothgrad_gradients(run, run.variables, batch.inputs, batch.targets,
+  grads = smoothgrad_gradients(trained, trained.variables, batch.inputs, batch.targets,
                                samples=samples, noise=noise,
                                batch_size=options.batch_size, seed=options.seed)
-  plain = _gradients(run, run.variables, batch.inputs, batch.targets, options.batch_size)
-  maps, plain_maps = _heat(grads), _heat(plain)
-  fig = _rows_figure(batch, run.class_names,
+  plain = gradients(trained, trained.variables, batch.inputs, batch.targets,
+                    options.batch_size)
+  maps, plain_maps = heat(grads), heat(plain)
+  fig = _rows_figure(batch, trained.class_names,
                      [("gradient", plain_maps, "heat"),
                       (f"SmoothGrad ({samples}, {noise:g})", maps, "heat")],
                      title="SmoothGrad vs the plain gradient")
@@ -259,17 +251,17 @@ def smoothgrad(run, options: Options) -> Output:
                         f"of {noise:g} x the input range: less speckle than one gradient.")
 
 
-def _relu_rule_method(run, options: Options, rule: str, label: str) -> Output:
-  run.require_images("an attribution map")
-  batch = _batch(run, options)
-  grads = _gradients(run, run.variables, batch.inputs, batch.targets,
-                     options.batch_size, rule=rule)
-  maps = _heat(grads)
+def _relu_rule_method(trained, options: Options, rule: str, label: str) -> Output:
+  trained.require_images("an attribution map")
+  batch = batch_to_explain(trained, options)
+  grads = gradients(trained, trained.variables, batch.inputs, batch.targets,
+                    options.batch_size, rule=rule)
+  maps = heat(grads)
   stem = "guided-backprop" if rule == "guided" else "deconvnet"
   # A network without ReLUs (the classic tanh LeNet-5) has no rule to change.
-  plain = not has_relu(run.logits, batch.inputs[:1])
+  plain = not has_relu(trained.logits, batch.inputs[:1])
   note = (" This model has no ReLU, so the map is the plain gradient." if plain else "")
-  fig = _rows_figure(batch, run.class_names,
+  fig = _rows_figure(batch, trained.class_names,
                      [(label, grads, "signed"), (f"|{label}|", maps, "heat")],
                      title=f"{label} (grey = 0)" + (": no ReLU, plain gradient" if plain else ""))
   return Output(arrays={**batch.arrays(), "maps": maps, "gradients": grads},
@@ -280,33 +272,33 @@ def _relu_rule_method(run, options: Options, rule: str, label: str) -> Output:
 
 @register("guided-backprop", "Guided backpropagation: only positive gradients "
           "through active ReLUs (Springenberg et al. 2015)")
-def guided_backprop(run, options: Options) -> Output:
-  return _relu_rule_method(run, options, "guided", "guided backprop")
+def guided_backprop(trained, options: Options) -> Output:
+  return _relu_rule_method(trained, options, "guided", "guided backprop")
 
 
 @register("deconvnet", "Deconvnet: gradients through ReLUs passed only where "
           "positive (Zeiler & Fergus 2014)")
-def deconvnet(run, options: Options) -> Output:
-  return _relu_rule_method(run, options, "deconvnet", "deconvnet")
+def deconvnet(trained, options: Options) -> Output:
+  return _relu_rule_method(trained, options, "deconvnet", "deconvnet")
 
 
 # ---------------------------------------------------------------- Grad-CAM
 
 
-def default_cam_layer(run) -> str:
+def default_cam_layer(trained) -> str:
   """The last module output with a spatial map: ndim 4 and H, W > 1."""
-  spatial = [n for n, s in run.layer_shapes().items()
+  spatial = [n for n, s in trained.layer_shapes().items()
              if len(s) == 3 and s[0] > 1 and s[1] > 1]
   if not spatial:
-    raise CnnjaxError(f"model '{run.config.model.name}' has no layer with a spatial "
+    raise CnnjaxError(f"model '{trained.config.model.name}' has no layer with a spatial "
                       f"map for Grad-CAM; name one with --layer")
   return spatial[-1]
 
 
-def _gradcam_fn(run, layer: str) -> Callable:
+def gradcam_fn(trained, layer: str) -> Callable:
   """Jitted (variables, inputs (B, H, W, C), targets (B,)) -> (B, H, W) maps."""
   def cam(variables, inputs, targets):
-    net = run.with_variables(variables)
+    net = trained.with_variables(variables)
     acts = net.activations(inputs, [layer])[layer]  # (B, h, w, K)
     if acts.ndim != 4:
       raise CnnjaxError(f"Grad-CAM needs a layer with (B, H, W, C) output; "
@@ -325,26 +317,27 @@ def _gradcam_fn(run, layer: str) -> Callable:
   return jax.jit(cam)
 
 
-def _cam_layer(run, options: Options) -> str:
+def cam_layer(trained, options: Options) -> str:
+  """`options.layer` (checked), else `default_cam_layer`."""
   if options.layer:
-    run.check_layer(options.layer)
+    trained.check_layer(options.layer)
     return options.layer
-  return default_cam_layer(run)
+  return default_cam_layer(trained)
 
 
 @register("gradcam", "Grad-CAM: a layer's feature maps weighted by their mean "
           "gradient, and guided Grad-CAM (Selvaraju et al. 2017)")
-def gradcam(run, options: Options) -> Output:
-  run.require_images("an attribution map")
-  batch = _batch(run, options)
-  layer = _cam_layer(run, options)
-  cam_fn = _gradcam_fn(run, layer)
-  maps = _chunked(lambda x, t: cam_fn(run.variables, x, t),
-                  (batch.inputs, batch.targets), options.batch_size)
-  guided = _gradients(run, run.variables, batch.inputs, batch.targets,
-                      options.batch_size, rule="guided")
+def gradcam(trained, options: Options) -> Output:
+  trained.require_images("an attribution map")
+  batch = batch_to_explain(trained, options)
+  layer = cam_layer(trained, options)
+  cam_fn = gradcam_fn(trained, layer)
+  maps = inference.map_batches(lambda x, t: cam_fn(trained.variables, x, t),
+                               (batch.inputs, batch.targets), options.batch_size)
+  guided = gradients(trained, trained.variables, batch.inputs, batch.targets,
+                     options.batch_size, rule="guided")
   guided_cam = guided * maps[..., None]
-  fig = _rows_figure(batch, run.class_names,
+  fig = _rows_figure(batch, trained.class_names,
                      [(f"Grad-CAM ({layer})", maps, "heat"),
                       ("guided Grad-CAM", guided_cam, "signed")],
                      title=f"Grad-CAM at '{layer}'")
@@ -366,7 +359,7 @@ def _window_starts(length: int, size: int, stride: int) -> list[int]:
   return starts
 
 
-def occlusion_maps(run, variables, inputs, targets, *, size: int, stride: int,
+def occlusion_maps(trained, variables, inputs, targets, *, size: int, stride: int,
                    batch_size: int):
   """Probability drops for a zero square slid over each input.
 
@@ -378,7 +371,7 @@ def occlusion_maps(run, variables, inputs, targets, *, size: int, stride: int,
   n, height, width = inputs.shape[:3]
   starts = np.array([(y, x) for y in _window_starts(height, size, stride)
                      for x in _window_starts(width, size, stride)], np.int32)
-  logits_fn = _logit_fn(run)
+  logits_fn = _logit_fn(trained)
   all_inputs = jnp.asarray(inputs)
 
   @jax.jit
@@ -396,12 +389,13 @@ def occlusion_maps(run, variables, inputs, targets, *, size: int, stride: int,
   tops = np.tile(starts[:, 0], n)
   lefts = np.tile(starts[:, 1], n)
   target = np.asarray(targets, np.int32)[rows]
-  occluded = _chunked(lambda *a: probs(variables, *a), (rows, tops, lefts, target),
-                      batch_size).reshape(n, len(starts))
-  base = _chunked(lambda r, t: probs(variables, r, np.full_like(r, -10 * size),
-                                     np.full_like(r, -10 * size), t),
-                  (np.arange(n, dtype=np.int32), np.asarray(targets, np.int32)),
-                  batch_size)
+  occluded = inference.map_batches(lambda *a: probs(variables, *a),
+                                   (rows, tops, lefts, target), batch_size)
+  occluded = occluded.reshape(n, len(starts))
+  away = -10 * size  # A square far outside the image hides nothing.
+  base = inference.map_batches(
+      lambda r, t: probs(variables, r, np.full_like(r, away), np.full_like(r, away), t),
+      (np.arange(n, dtype=np.int32), np.asarray(targets, np.int32)), batch_size)
   drops = base[:, None] - occluded  # (N, windows)
   total = np.zeros((n, height, width), np.float32)
   count = np.zeros((height, width), np.float32)
@@ -414,19 +408,19 @@ def occlusion_maps(run, variables, inputs, targets, *, size: int, stride: int,
 
 @register("occlusion", "Occlusion: the drop of the class probability when a grey "
           "square hides each part of the image (Zeiler & Fergus 2014)")
-def occlusion(run, options: Options) -> Output:
-  run.require_images("an attribution map")
-  batch = _batch(run, options)
-  height, width = run.input_shape[:2]
+def occlusion(trained, options: Options) -> Output:
+  trained.require_images("an attribution map")
+  batch = batch_to_explain(trained, options)
+  height, width = trained.input_shape[:2]
   size = options.get("size", max(1, min(height, width) // 4))
   stride = options.get("stride", max(1, size // 2))
   if size < 1 or stride < 1 or size > min(height, width):
     raise CnnjaxError(f"occlusion needs --option size= between 1 and "
                       f"{min(height, width)} and stride=1 or more")
   maps, drops, starts, base = occlusion_maps(
-      run, run.variables, batch.inputs, batch.targets, size=size, stride=stride,
+      trained, trained.variables, batch.inputs, batch.targets, size=size, stride=stride,
       batch_size=options.batch_size)
-  fig = _rows_figure(batch, run.class_names,
+  fig = _rows_figure(batch, trained.class_names,
                      [(f"drop of p (square {size}, stride {stride})", maps, "heat")],
                      title="Occlusion sensitivity")
   return Output(arrays={**batch.arrays(), "maps": maps, "drops": drops,
@@ -440,7 +434,7 @@ def occlusion(run, options: Options) -> Output:
 # ---------------------------------------------------------------- integrated gradients
 
 
-def integrated_gradients(run, variables, inputs, targets, *, steps: int, batch_size: int,
+def integrated_gradients(trained, variables, inputs, targets, *, steps: int, batch_size: int,
                          baseline=None):
   """Midpoint Riemann sum of the gradient along baseline -> input, times
   (input - baseline). Returns (attributions (N, ...), completeness gaps (N,),
@@ -449,7 +443,7 @@ def integrated_gradients(run, variables, inputs, targets, *, steps: int, batch_s
   baseline = np.zeros_like(inputs) if baseline is None else np.broadcast_to(
       np.asarray(baseline, np.float32), inputs.shape)
   n = len(inputs)
-  grad_fn = _gradient_fn(run)
+  grad_fn = gradient_fn(trained)
   alphas = (np.arange(steps, dtype=np.float32) + 0.5) / steps
   rows = np.repeat(np.arange(n), steps)
   alpha = np.tile(alphas, n)
@@ -460,11 +454,11 @@ def integrated_gradients(run, variables, inputs, targets, *, steps: int, batch_s
     x = baseline[r] + a.reshape(shape) * (inputs[r] - baseline[r])
     return grad_fn(variables, x, t)
 
-  grads = _chunked(chunk_grads, (rows, alpha, target), batch_size)
+  grads = inference.map_batches(chunk_grads, (rows, alpha, target), batch_size)
   mean_grads = grads.reshape((n, steps) + inputs.shape[1:]).mean(axis=1)
   attributions = (inputs - baseline) * mean_grads
-  logits_x = _logits(run, variables, inputs, batch_size)
-  logits_b = _logits(run, variables, baseline, batch_size)
+  logits_x = _logits(trained, variables, inputs, batch_size)
+  logits_b = _logits(trained, variables, baseline, batch_size)
   idx = np.arange(n), np.asarray(targets)
   difference = logits_x[idx] - logits_b[idx]
   gaps = np.abs(attributions.reshape(n, -1).sum(axis=1) - difference)
@@ -473,16 +467,16 @@ def integrated_gradients(run, variables, inputs, targets, *, steps: int, batch_s
 
 @register("integrated-gradients", "Integrated gradients from the mean image, with "
           "their completeness gap (Sundararajan et al. 2017)")
-def integrated_gradients_method(run, options: Options) -> Output:
-  run.require_images("an attribution map")
-  batch = _batch(run, options)
+def integrated_gradients_method(trained, options: Options) -> Output:
+  trained.require_images("an attribution map")
+  batch = batch_to_explain(trained, options)
   steps = options.steps or 32
   attributions, gaps, difference = integrated_gradients(
-      run, run.variables, batch.inputs, batch.targets, steps=steps,
+      trained, trained.variables, batch.inputs, batch.targets, steps=steps,
       batch_size=options.batch_size)
   maps = np.abs(attributions).sum(axis=-1)
   relative = gaps / np.maximum(np.abs(difference), 1e-8)
-  fig = _rows_figure(batch, run.class_names,
+  fig = _rows_figure(batch, trained.class_names,
                      [("|attribution|", maps, "heat"),
                       ("attribution", attributions, "signed")],
                      title=f"Integrated gradients ({steps} steps); completeness gap "
@@ -495,7 +489,7 @@ def integrated_gradients_method(run, options: Options) -> Output:
                         "mean image to the input (red: most of it).")
 
 
-# ---------------------------------------------------------------- sanity check
+# ---------------------------------------------------------------- comparing maps
 
 
 def spearman(a, b) -> float:
@@ -507,112 +501,3 @@ def spearman(a, b) -> float:
   if a.std() == 0 or b.std() == 0:
     return float("nan")
   return float(np.corrcoef(a, b)[0, 1])
-
-
-def _parameter_modules(run) -> list[str]:
-  """Top-level modules holding variables, in call order (input to output)."""
-  owners = set()
-  for collection in run.variables.values():
-    owners.update(collection.keys())
-  order = []
-  for name in run.layer_names():
-    top = name.split("/")[0]
-    if top in owners and top not in order:
-      order.append(top)
-  order += sorted(owners - set(order))  # any not seen as a module output
-  return order
-
-
-def _randomized(variables, fresh, modules: Sequence[str]):
-  """`variables` with the entries of `modules` taken from `fresh`."""
-  out = {}
-  for collection, entries in variables.items():
-    entries = dict(entries)
-    for module in modules:
-      if module in entries and module in fresh.get(collection, {}):
-        entries[module] = fresh[collection][module]
-    out[collection] = entries
-  return out
-
-
-@register("sanity-check", "Sanity check: how the maps change when the weights are "
-          "re-initialised from the top layer down (Adebayo et al. 2018)")
-def sanity_check(run, options: Options) -> Output:
-  run.require_images("an attribution map")
-  batch = _batch(run, options)
-  modules = _parameter_modules(run)
-  example = jnp.zeros((1, *run.input_shape), jnp.float32)
-  fresh = run.model.init(jax.random.key(options.seed + 1), example, train=False)
-  fresh = jax.device_get(fresh)
-  fresh = {k: dict(v) for k, v in fresh.items()}
-  layer = _cam_layer(run, options)
-  grad_fn = _gradient_fn(run)
-  guided_fn = _gradient_fn(run, "guided")
-  cam_fn = _gradcam_fn(run, layer)
-  method_names = ("saliency", "guided backprop", "Grad-CAM")
-
-  def maps_for(variables):
-    grads = _gradients(run, variables, batch.inputs, batch.targets,
-                       options.batch_size, grad_fn=grad_fn)
-    guided = _gradients(run, variables, batch.inputs, batch.targets,
-                        options.batch_size, grad_fn=guided_fn)
-    cams = _chunked(lambda x, t: cam_fn(variables, x, t),
-                    (batch.inputs, batch.targets), options.batch_size)
-    return np.stack([_heat(grads), _heat(guided), cams])  # (methods, N, H, W)
-
-  # Stage k re-initialises the top k parameter modules (cascading down).
-  stages = [modules[len(modules) - k:] for k in range(1, len(modules) + 1)]
-  trained = maps_for(run.variables)
-  randomized = np.stack([maps_for(_randomized(run.variables, fresh, s)) for s in stages])
-  n = len(batch.inputs)
-  correlations = np.array([[[spearman(trained[m, i], randomized[s, m, i])
-                             for i in range(n)] for m in range(len(method_names))]
-                           for s in range(len(stages))])  # (stages, methods, N)
-  with np.errstate(all="ignore"):
-    mean_corr = np.nanmean(correlations, axis=-1) if np.isfinite(correlations).any() \
-        else np.full(correlations.shape[:2], np.nan)
-  stage_names = [f"{s[0]}.." if len(s) > 1 else s[0] for s in stages]
-  fig = _sanity_figure(batch, run.class_names, trained, randomized, correlations,
-                       method_names, stage_names)
-  last = ", ".join(f"{m} {c:.2f}" for m, c in zip(method_names, mean_corr[-1]))
-  return Output(arrays={**batch.arrays(), "trained_maps": trained,
-                        "randomized_maps": randomized, "spearman": mean_corr,
-                        "spearman_per_example": correlations,
-                        "methods": np.asarray(method_names),
-                        "stages": np.asarray([",".join(s) for s in stages]),
-                        "layer": np.asarray(layer)},
-                figures={"sanity-check": fig},
-                caption=f"Maps of the trained model vs models re-initialised from the top "
-                        f"layer down; rank correlation with all layers random: {last}. A "
-                        f"method that ignores the weights keeps a high correlation.")
-
-
-def _sanity_figure(batch, class_names, trained, randomized, correlations, method_names,
-                   stage_names):
-  """For the first example: one row per method, the trained map then one
-  column per randomisation stage, titled with the rank correlation."""
-  plt = figures._plt()
-  columns = 2 + len(stage_names)
-  rows = len(method_names)
-  fig, axes = plt.subplots(rows, columns, figsize=(1.5 * columns, 1.6 * rows + 0.6),
-                           squeeze=False)
-  image = batch.images[0]
-  grey = np.asarray(image).mean(-1)
-  for m, method in enumerate(method_names):
-    figures.show_image(axes[m, 0], image)
-    axes[m, 0].set_ylabel(method, fontsize=8)
-    panels = [(trained[m, 0], "trained")] + [
-        (randomized[s, m, 0], f"{stage_names[s]}\nrho={correlations[s, m, 0]:.2f}")
-        for s in range(len(stage_names))]
-    for j, (heat, title) in enumerate(panels):
-      ax = axes[m, j + 1]
-      figures.show_image(ax, grey)
-      ax.imshow(figures.rescale(heat), cmap="jet", alpha=0.55, vmin=0, vmax=1,
-                interpolation="bilinear")
-      ax.set_title(title, fontsize=6)
-  if len(batch.images):
-    axes[0, 0].set_title(batch.row_titles(class_names)[0], fontsize=7)
-  fig.suptitle("Sanity check: re-initialised from the top layer down "
-               "(rho: Spearman vs trained)", fontsize=8)
-  fig.tight_layout()
-  return fig

@@ -11,7 +11,8 @@ from typing import Sequence
 import numpy as np
 
 
-def _plt():
+def pyplot():
+  """matplotlib.pyplot on the Agg backend (no window)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -43,7 +44,7 @@ def image_grid(images: Sequence, titles: Sequence[str] | None = None, *,
                columns: int | None = None, title: str = "", cmap=None,
                size: float = 1.6):
   """A grid of (H, W[, C]) images in [0, 1]."""
-  plt = _plt()
+  plt = pyplot()
   n = len(images)
   columns = columns or min(n, 8)
   rows = max(1, math.ceil(n / columns))
@@ -69,7 +70,7 @@ def heatmap_rows(images: Sequence, maps: Sequence[Sequence], row_titles: Sequenc
 
   `maps[i][j]` is map j of example i, any range (rescaled per map).
   """
-  plt = _plt()
+  plt = pyplot()
   rows, columns = len(images), 1 + len(column_titles)
   fig, axes = plt.subplots(rows, columns, figsize=(1.8 * columns, 1.8 * rows + 0.4),
                            squeeze=False)

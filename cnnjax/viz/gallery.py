@@ -1,4 +1,4 @@
-"""One HTML page with every visualization of a run: `cnnjax visualize gallery`."""
+"""One HTML page with every visualization of a trained model: `cnnjax visualize gallery`."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from cnnjax.errors import CnnjaxError
 from cnnjax.viz.registry import Options, get_method, method_names, run_method
 
 
-def write_gallery(run, out_dir: str, options: Options | None = None, *,
+def write_gallery(trained, out_dir: str, options: Options | None = None, *,
                   methods: Sequence[str] | None = None,
                   progress=None) -> dict[str, Any]:
-  """Runs `methods` (default: all) on `run` into `out_dir` and writes
-  `out_dir/index.html` linking their figures. A method that fails with a
-  user-facing error (e.g. one that needs ReLUs) is listed with its reason and
-  the others go on. Returns {'page': path, 'sections': [...]}.
+  """Runs `methods` (default: all) on `trained` (a `runs.TrainedModel`) into
+  `out_dir` and writes `out_dir/index.html` linking their figures. A method
+  that fails with a user-facing error (e.g. one that needs ReLUs) is listed
+  with its reason and the others go on. Returns {'page': path, 'sections': [...]}.
   """
   options = options or Options()
   say = progress or (lambda line: None)
@@ -31,7 +31,7 @@ def write_gallery(run, out_dir: str, options: Options | None = None, *,
   for name in names:
     start = time.perf_counter()
     try:
-      result = run_method(name, run, options, out_dir)
+      result = run_method(name, trained, options, out_dir)
       result["seconds"] = time.perf_counter() - start
       say(f"  {name}: {len(result['files'])} files in {result['seconds']:.1f} s")
     except CnnjaxError as e:
@@ -41,14 +41,14 @@ def write_gallery(run, out_dir: str, options: Options | None = None, *,
     sections.append(result)
   page = os.path.join(out_dir, "index.html")
   with open(page + ".tmp", "w") as f:
-    f.write(_page(run, sections, out_dir))
+    f.write(_page(trained, sections, out_dir))
   os.replace(page + ".tmp", page)
   return {"page": page, "sections": sections}
 
 
-def _page(run, sections, out_dir) -> str:
-  title = f"cnnjax: inside {run.config.model.name or 'a model'}"
-  where = run.workdir or "(in memory)"
+def _page(trained, sections, out_dir) -> str:
+  title = f"cnnjax: inside {trained.config.model.name or 'a model'}"
+  where = trained.workdir or "(in memory)"
   rows = []
   for s in sections:
     rows.append(f'<section id="{html.escape(s["method"])}">')
@@ -84,8 +84,8 @@ figcaption, .time, .data {{ color: #777; font-size: 0.8em; }}
 </head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p>Run: <code>{html.escape(where)}</code>, checkpoint step {run.step};
-dataset <code>{html.escape(str(run.dataset.name))}</code>; written {stamp}.</p>
+<p>Run: <code>{html.escape(where)}</code>, checkpoint step {trained.step};
+dataset <code>{html.escape(str(trained.dataset.name))}</code>; written {stamp}.</p>
 <nav>{toc}</nav>
 {chr(10).join(rows)}
 </body>

@@ -1,30 +1,27 @@
-"""Looking inside a trained network: filters, feature maps, patches, neighbours.
+"""Looking inside a trained network: filters, feature maps, patches.
 
 The methods of the lecture's "visualizing and understanding" part that need no
-gradients:
+gradients and look at one layer (nearest neighbours and embeddings of the
+features are in `neighbours` and `embedding`):
 
 - `filters`: the kernels of a convolution as images;
 - `activations`: feature maps of chosen layers for a few examples;
 - `patches`: the input patches (receptive fields) that excite a channel most
-  (Zeiler & Fergus, 2014; Girshick et al., 2014);
-- `neighbors`: nearest training images in feature space and in pixel space;
-- `embedding`: PCA and t-SNE maps of the penultimate features.
-
-Dataset scans run in chunks of `options.batch_size` through one jitted
-function (the last chunk is padded, so nothing recompiles).
+  (Zeiler & Fergus, 2014; Girshick et al., 2014); the split is scanned in
+  chunks of `options.batch_size` (`scan.batches`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from cnnjax.errors import CnnjaxError
-from cnnjax.viz import figures
+from cnnjax.viz import figures, scan
 from cnnjax.viz.registry import Options, Output, register
 
 _MAX_TILES = 16  # Channels (and filter rows / columns) shown per layer.
@@ -37,37 +34,6 @@ def _safe(name: str) -> str:
   return name.replace("/", ".")
 
 
-def _split(run, options: Options, default: str | None = None) -> str:
-  split = options.split or default or run.eval_split
-  if split not in run.dataset.splits:
-    raise CnnjaxError(f"dataset '{run.dataset.name}' has no split '{split}' "
-                      f"(its splits: {', '.join(run.dataset.splits)})")
-  return split
-
-
-def _query_examples(run, options: Options):
-  """The examples a method explains: `options.indices`, else the first
-  `options.num_examples` of the split."""
-  split = _split(run, options)
-  if options.indices:
-    return run.examples(split, indices=list(options.indices))
-  return run.examples(split, max(1, options.num_examples))
-
-
-def _class_name(run, label) -> str:
-  label = np.asarray(label)
-  if label.ndim:  # Multilabel rows: name the first positive class.
-    positive = np.flatnonzero(label)
-    return ",".join(run.class_names[int(p)] for p in positive[:2]) or "-"
-  names = run.class_names
-  return names[int(label)] if 0 <= int(label) < len(names) else str(int(label))
-
-
-def _colour_labels(labels) -> np.ndarray:
-  labels = np.asarray(labels)
-  return labels.argmax(-1) if labels.ndim > 1 else labels.astype(int)
-
-
 def _subtree(params, path: str):
   tree = params
   for key in path.split("/"):
@@ -77,11 +43,11 @@ def _subtree(params, path: str):
   return tree
 
 
-def layer_kernel(run, layer: str) -> np.ndarray | None:
+def layer_kernel(trained, layer: str) -> np.ndarray | None:
   """The convolution kernel of `layer` ((kh, kw, in, out) for 2-D), or None
   if the layer holds no kernel of a convolution. A layer that wraps exactly
   one kernel (e.g. a conv + norm block) gives that one."""
-  tree = _subtree(run.variables["params"], layer)
+  tree = _subtree(trained.variables["params"], layer)
   if tree is None:
     return None
   if hasattr(tree, "keys") and "kernel" in tree:
@@ -94,76 +60,16 @@ def layer_kernel(run, layer: str) -> np.ndarray | None:
   return np.asarray(kernels[0], np.float32)
 
 
-def conv_layers(run) -> list[str]:
+def conv_layers(trained) -> list[str]:
   """Layers (in call order) that are convolutions with a spatial output."""
-  shapes = run.layer_shapes()
+  shapes = trained.layer_shapes()
   return [name for name, shape in shapes.items()
-          if len(shape) >= 2 and layer_kernel(run, name) is not None]
+          if len(shape) >= 2 and layer_kernel(trained, name) is not None]
 
 
-def spatial_layers(run) -> list[str]:
+def spatial_layers(trained) -> list[str]:
   """Layers (in call order) whose output is a map: (H, W, C) and wider."""
-  return [name for name, shape in run.layer_shapes().items() if len(shape) >= 3]
-
-
-def _batches(run, split: str, batch_size: int, fn: Callable,
-             indices: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, Any]]:
-  """Yields (rows, fn(variables, inputs)) over `split` in chunks.
-
-  `fn` is jitted once; the last chunk is padded to the chunk size (its extra
-  outputs are cut off), so every chunk has the same shape.
-  """
-  images = run.dataset.splits[split]["image"]
-  rows = np.arange(len(images)) if indices is None else np.asarray(indices)
-  size = max(1, min(int(batch_size), len(rows)))
-  jitted = jax.jit(lambda variables, raw: fn(variables, run.normalize(raw)))
-  for begin in range(0, len(rows), size):
-    chunk = rows[begin:begin + size]
-    raw = np.asarray(images[chunk])
-    if len(chunk) < size:
-      pad = np.repeat(raw[-1:], size - len(chunk), axis=0)
-      raw = np.concatenate([raw, pad])
-    out = jax.device_get(jitted(run.variables, raw))
-    yield chunk, jax.tree.map(lambda a: a[:len(chunk)], out)
-
-
-def _features_fn(run, layer: str | None) -> Callable:
-  """fn(variables, inputs) -> (B, D) features: the input of the last layer
-  (the head) when `layer` is None, else `layer`'s output, flattened."""
-  if layer is not None:
-    run.check_layer(layer)
-    head = None
-  else:
-    head = run.layer_names()[-1]
-
-  def features(variables, inputs):
-    bound = run.with_variables(variables)
-    if layer is not None:
-      out = bound.activations(inputs, [layer])[layer]
-    else:
-      import flax.linen as nn
-      found = []
-
-      def record(next_fun, args, kwargs, context):
-        if (context.method_name == "__call__" and not found
-            and "/".join(context.module.path) == head):
-          found.append(args[0])
-        return next_fun(*args, **kwargs)
-
-      with nn.intercept_methods(record):
-        bound.logits(inputs)
-      out = found[0]
-    return jnp.reshape(out, (out.shape[0], -1)).astype(jnp.float32)
-
-  return features
-
-
-def penultimate_features(run, inputs, layer: str | None = None) -> np.ndarray:
-  """(N, D) features of model inputs: by default the input of the last layer
-  (the head; e.g. LeNet's ReLU(f6), a ResNet's pooled features), else the
-  output of `layer`, flattened."""
-  fn = jax.jit(_features_fn(run, layer))
-  return np.asarray(fn(run.variables, jnp.asarray(inputs)))
+  return [name for name, shape in trained.layer_shapes().items() if len(shape) >= 3]
 
 
 def _symmetric(x: np.ndarray, axes) -> np.ndarray:
@@ -202,14 +108,14 @@ def kernel_tiles(kernel: np.ndarray) -> tuple[np.ndarray, str]:
 
 @register("filters", "first-layer (or any conv layer's) kernels as images, "
           "0 = mid-grey")
-def filters(run, options: Options) -> Output:
-  convs = conv_layers(run)
+def filters(trained, options: Options) -> Output:
+  convs = conv_layers(trained)
   layer = options.layer or (convs[0] if convs else "")
   if not layer:
     raise CnnjaxError("filters needs a convolution layer, and this model has "
                       "none with a spatial output")
-  run.check_layer(layer)
-  kernel = layer_kernel(run, layer)
+  trained.check_layer(layer)
+  kernel = layer_kernel(trained, layer)
   if kernel is None:
     raise CnnjaxError(f"layer '{layer}' has no convolution kernel; pick one of "
                       f"{', '.join(convs) or '(none)'} with --layer")
@@ -251,8 +157,8 @@ def filters(run, options: Options) -> Output:
 # ---------------------------------------------------------------- activations
 
 
-def _default_activation_layers(run, limit: int = 6) -> list[str]:
-  convs = conv_layers(run) or spatial_layers(run)
+def _default_activation_layers(trained, limit: int = 6) -> list[str]:
+  convs = conv_layers(trained) or spatial_layers(trained)
   if not convs:
     raise CnnjaxError("activations needs a layer with a spatial output, and "
                       "this model has none")
@@ -263,19 +169,19 @@ def _default_activation_layers(run, limit: int = 6) -> list[str]:
 
 
 @register("activations", "feature maps of chosen layers for a few examples")
-def activations(run, options: Options) -> Output:
+def activations(trained, options: Options) -> Output:
   if options.layer:
     layers = [options.layer]
   elif options.get("layers", ""):
     layers = [name.strip() for name in str(options.get("layers", "")).split(",")
               if name.strip()]
   else:
-    layers = _default_activation_layers(run)
+    layers = _default_activation_layers(trained)
   for layer in layers:
-    run.check_layer(layer)
-  examples = _query_examples(run, options)
-  fn = jax.jit(lambda variables, x: run.with_variables(variables).activations(x, layers))
-  maps = jax.device_get(fn(run.variables, jnp.asarray(examples.inputs)))
+    trained.check_layer(layer)
+  examples = scan.query_examples(trained, options)
+  fn = jax.jit(lambda variables, x: trained.with_variables(variables).activations(x, layers))
+  maps = jax.device_get(fn(trained.variables, jnp.asarray(examples.inputs)))
   arrays, figs = {}, {}
   for layer in layers:
     out = np.asarray(maps[layer], np.float32)  # (N, H, W, C) for 2-D maps
@@ -289,7 +195,7 @@ def activations(run, options: Options) -> Output:
     for n in range(len(out)):
       tiles.append(examples.images[n])
       titles.append(f"#{int(examples.indices[n])} "
-                    f"{_class_name(run, examples.labels[n])}")
+                    f"{scan.class_name(trained, examples.labels[n])}")
       for c in range(channels):
         tiles.append(figures.rescale(out[n, :, :, c]))
         titles.append(f"ch {c}" if n == 0 else "")
@@ -353,14 +259,14 @@ def crop_box(image: np.ndarray, box, fill: float = 0.5) -> np.ndarray:
   return crop
 
 
-def _summary_row(run, layer: str):
+def _summary_row(trained, layer: str):
   from cnnjax.analysis.summary import summarize
 
-  rows = summarize(run.model, run.input_shape).rows
+  rows = summarize(trained.model, trained.input_shape).rows
   for row in rows:
     if row.name == layer:
       return row
-  shape = run.layer_shapes()[layer]
+  shape = trained.layer_shapes()[layer]
   inside = [row for row in rows if row.name.startswith(layer + "/")
             and tuple(row.output_shape) == shape]  # A block: its last leaf.
   if inside:
@@ -392,13 +298,13 @@ def top_units(acts: np.ndarray, top_k: int, distinct: bool) -> tuple[np.ndarray,
 
 @register("patches", "input patches (receptive fields) that activate a "
           "channel the most")
-def patches(run, options: Options) -> Output:
-  shapes = run.layer_shapes()
+def patches(trained, options: Options) -> Output:
+  shapes = trained.layer_shapes()
   if options.layer:
     layer = options.layer
-    run.check_layer(layer)
+    trained.check_layer(layer)
   else:
-    candidates = [n for n in (conv_layers(run) or spatial_layers(run))
+    candidates = [n for n in (conv_layers(trained) or spatial_layers(trained))
                   if len(shapes[n]) == 3 and min(shapes[n][:2]) > 1]
     if not candidates:
       raise CnnjaxError("patches needs a 2-D conv layer with a spatial map "
@@ -407,7 +313,7 @@ def patches(run, options: Options) -> Output:
   if len(shapes[layer]) != 3:
     raise CnnjaxError(f"patches needs a layer with 2-D maps (H, W, C), and "
                       f"layer '{layer}' outputs shape {shapes[layer]}")
-  row = _summary_row(run, layer)
+  row = _summary_row(trained, layer)
   num_channels = shapes[layer][-1]
   if options.channel >= 0:
     if options.channel >= num_channels:
@@ -416,24 +322,25 @@ def patches(run, options: Options) -> Output:
     channels = [options.channel]
   else:
     channels = list(range(min(8, num_channels)))
-  split = _split(run, options, default=run.dataset.train_split)
+  split = scan.split_name(trained, options, default=trained.dataset.train_split)
   top_k = max(1, options.top_k)
   distinct = options.get("distinct", True)
   selected = jnp.asarray(channels)
 
   def channel_maps(variables, inputs):
-    out = run.with_variables(variables).activations(inputs, [layer])[layer]
-    return jnp.moveaxis(out[..., selected], -1, 0)  # (K, B, H, W)
+    out = trained.with_variables(variables).activations(inputs, [layer])[layer]
+    # (B, K, H, W): examples first, so the last chunk's padding is cut off.
+    return jnp.moveaxis(out[..., selected], -1, 1)
 
   # Running top-k per channel over chunks: keep each chunk's candidates.
   kept = [([], [], [], []) for _ in channels]
-  for rows, maps in _batches(run, split, options.batch_size, channel_maps):
-    maps = np.asarray(maps, np.float32)
+  for rows, maps in scan.batches(trained, split, options.batch_size, channel_maps):
+    maps = np.moveaxis(np.asarray(maps, np.float32), 1, 0)  # (K, B, H, W)
     for k in range(len(channels)):
       values, examples, i, j = top_units(maps[k], top_k, distinct)
       for store, part in zip(kept[k], (values, rows[examples], i, j)):
         store.append(part)
-  images = run.dataset.splits[split]["image"]
+  images = trained.dataset.splits[split]["image"]
   image_shape = tuple(images.shape[1:3])
   size = tuple(int(round(s)) for s in row.receptive_field)
   values = np.zeros((len(channels), top_k), np.float32)
@@ -456,7 +363,7 @@ def patches(run, options: Options) -> Output:
       clipped[k, t] = clipped_receptive_box(row, i, j, image_shape)
   # Display the images of the found examples only.
   used = np.unique(example_indices[example_indices >= 0])
-  shown = run.examples(split, indices=used).images if used.size else None
+  shown = trained.examples(split, indices=used).images if used.size else None
   lookup = {int(e): n for n, e in enumerate(used)}
   tiles, titles = [], []
   for k, channel in enumerate(channels):
@@ -478,190 +385,6 @@ def patches(run, options: Options) -> Output:
               f"(the units' receptive fields) with the largest activation.")
 
 
-# ---------------------------------------------------------------- neighbours
-
-
-def nearest(queries: np.ndarray, run, split: str, batch_size: int,
-            features: Callable, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-  """L2 nearest rows of `split` for each query feature vector, scanning the
-  split in chunks: (indices, distances), both (Q, top_k), nearest first."""
-  queries = jnp.asarray(queries, jnp.float32)
-
-  def distances(variables, inputs):
-    feats = features(variables, inputs)  # (B, D)
-    diff = queries[:, None, :] - feats[None, :, :]  # (Q, B, D)
-    return jnp.sqrt(jnp.sum(diff * diff, axis=-1))  # (Q, B)
-
-  parts = [d for _, d in _batches(run, split, batch_size, distances)]
-  table = np.concatenate(parts, axis=1)  # (Q, N)
-  order = np.argsort(table, axis=1, kind="stable")[:, :top_k]
-  return order, np.take_along_axis(table, order, axis=1)
-
-
-def _pixels(variables, inputs):
-  del variables
-  return jnp.reshape(inputs, (inputs.shape[0], -1)).astype(jnp.float32)
-
-
-@register("neighbors", "nearest training images in feature space and in "
-          "pixel space")
-def neighbors(run, options: Options) -> Output:
-  layer = options.layer or None
-  features = _features_fn(run, layer)
-  examples = _query_examples(run, options)
-  train = run.dataset.train_split
-  top_k = max(1, min(options.top_k, run.split_size(train)))
-  query_features = penultimate_features(run, examples.inputs, layer)
-  indices, distances = nearest(query_features, run, train, options.batch_size,
-                               features, top_k)
-  query_pixels = np.asarray(_pixels(None, jnp.asarray(examples.inputs)))
-  pixel_indices, pixel_distances = nearest(query_pixels, run, train,
-                                           options.batch_size, _pixels, top_k)
-  space = layer or f"input of {run.layer_names()[-1]}"
-  figs = {}
-  for stem, idx, dist, where in (("neighbors_features", indices, distances, space),
-                                 ("neighbors_pixels", pixel_indices,
-                                  pixel_distances, "pixels")):
-    train_examples = run.examples(train, indices=np.unique(idx))
-    lookup = {int(e): n for n, e in enumerate(train_examples.indices)}
-    tiles, titles = [], []
-    for q in range(len(examples.labels)):
-      tiles.append(examples.images[q])
-      titles.append(f"query {_class_name(run, examples.labels[q])}")
-      for t in range(top_k):
-        n = lookup[int(idx[q, t])]
-        tiles.append(train_examples.images[n])
-        titles.append(f"{_class_name(run, train_examples.labels[n])} "
-                      f"d={dist[q, t]:.2f}")
-    figs[stem] = figures.image_grid(
-        tiles, titles, columns=1 + top_k, size=1.1,
-        title=f"{top_k} nearest {train} images (L2 in {where}); first column: query")
-  return Output(
-      arrays={"indices": indices, "distances": distances,
-              "pixel_indices": pixel_indices, "pixel_distances": pixel_distances,
-              "query_indices": np.asarray(examples.indices),
-              "query_labels": np.asarray(examples.labels)},
-      figures=figs,
-      caption=f"Nearest {train} images to each query, by L2 distance of the "
-              f"features ({space}) and, for comparison, of the pixels.")
-
-
-# ---------------------------------------------------------------- embedding
-
-
-def pca_2d(features: np.ndarray) -> np.ndarray:
-  """(N, D) -> (N, 2): projections of the centred rows on the top-2 axes."""
-  centred = np.asarray(features, np.float64) - np.mean(features, axis=0)
-  _, _, axes = np.linalg.svd(centred, full_matrices=False)
-  coords = centred @ axes[:2].T
-  if coords.shape[1] < 2:  # One feature (or one point): pad a zero axis.
-    coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
-  return coords.astype(np.float32)
-
-
-def tsne_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
-  """(N, D) -> (N, 2) with sklearn's t-SNE, perplexity min(30, N / 4)."""
-  from sklearn.manifold import TSNE
-
-  n = len(features)
-  tsne = TSNE(n_components=2, perplexity=max(1.0, min(30.0, n / 4)), init="pca",
-              random_state=seed)
-  return tsne.fit_transform(np.asarray(features, np.float32)).astype(np.float32)
-
-
-def _scatter(run, coords, labels, title):
-  plt = figures._plt()
-  fig, ax = plt.subplots(figsize=(6.5, 5.5))
-  colours = _colour_labels(labels)
-  cmap = plt.get_cmap("tab10" if run.dataset.num_classes <= 10 else "tab20")
-  for c in np.unique(colours):
-    mask = colours == c
-    ax.scatter(coords[mask, 0], coords[mask, 1], s=10, color=cmap(int(c) % cmap.N),
-               label=_class_name(run, c))
-  ax.legend(fontsize=7, markerscale=1.5, loc="best", ncol=2 if len(np.unique(colours)) > 10 else 1)
-  ax.set_title(title, fontsize=10)
-  ax.set_xticks([])
-  ax.set_yticks([])
-  fig.tight_layout()
-  return fig
-
-
-def _thumbnails(run, coords, images, labels, title):
-  from matplotlib.offsetbox import AnnotationBbox, OffsetImage
-
-  plt = figures._plt()
-  fig, ax = plt.subplots(figsize=(9, 9))
-  colours = _colour_labels(labels)
-  cmap = plt.get_cmap("tab10" if run.dataset.num_classes <= 10 else "tab20")
-  zoom = 0.6 * 32 / max(images.shape[1], images.shape[2])
-  # Dots for every point; thumbnails only where they do not hide another
-  # thumbnail (greedy, in a random order), so the map stays readable.
-  ax.scatter(coords[:, 0], coords[:, 1], s=4,
-             color=[cmap(int(c) % cmap.N) for c in colours])
-  span = coords.max(0) - coords.min(0) + 1e-6
-  unit = (coords - coords.min(0)) / span  # (N, 2) in [0, 1]
-  placed: list[np.ndarray] = []
-  for n in np.random.default_rng(0).permutation(len(coords)):
-    if placed and np.min(np.max(np.abs(np.asarray(placed) - unit[n]), axis=1)) < 0.045:
-      continue
-    placed.append(unit[n])
-    image, c = images[n], colours[n]
-    picture = image[..., 0] if image.shape[-1] == 1 else image
-    box = OffsetImage(np.clip(picture, 0, 1), zoom=zoom,
-                      cmap="gray" if picture.ndim == 2 else None)
-    ax.add_artist(AnnotationBbox(box, coords[n], frameon=True, pad=0.05,
-                                 bboxprops=dict(edgecolor=cmap(int(c) % cmap.N),
-                                                linewidth=1.2)))
-  margin = 0.05 * span
-  ax.set_xlim(coords[:, 0].min() - margin[0], coords[:, 0].max() + margin[0])
-  ax.set_ylim(coords[:, 1].min() - margin[1], coords[:, 1].max() + margin[1])
-  ax.set_xticks([])
-  ax.set_yticks([])
-  ax.set_title(title, fontsize=10)
-  fig.tight_layout()
-  return fig
-
-
-@register("embedding", "PCA and t-SNE maps of the penultimate features")
-def embedding(run, options: Options) -> Output:
-  split = _split(run, options)
-  layer = options.layer or None
-  total = run.split_size(split)
-  max_points = max(2, options.get("max_points", 2000))
-  if options.indices:
-    rows = np.asarray(options.indices)
-  elif total > max_points:
-    rows = np.sort(np.random.default_rng(options.seed).choice(
-        total, max_points, replace=False))
-  else:
-    rows = np.arange(total)
-  parts = [f for _, f in _batches(run, split, options.batch_size,
-                                  _features_fn(run, layer), indices=rows)]
-  feats = np.concatenate(parts)
-  labels = np.asarray(run.dataset.splits[split]["label"][rows])
-  space = layer or f"the input of {run.layer_names()[-1]}"
-  pca = pca_2d(feats)
-  arrays = {"pca": pca, "labels": labels, "indices": rows}
-  figs = {"embedding_pca": _scatter(run, pca, labels,
-                                    f"PCA of the features ({space}; {split}, {len(rows)} points)")}
-  thumbs_at, thumbs_name = pca, "PCA"
-  if options.get("tsne", True) and len(rows) >= 5:
-    tsne = tsne_2d(feats, options.seed)
-    arrays["tsne"] = tsne
-    figs["embedding_tsne"] = _scatter(
-        run, tsne, labels, f"t-SNE of the features ({space}; {split}, {len(rows)} points)")
-    thumbs_at, thumbs_name = tsne, "t-SNE"
-  if len(rows) <= 500:
-    images = run.examples(split, indices=rows).images
-    figs["embedding_images"] = _thumbnails(
-        run, thumbs_at, images, labels, f"{thumbs_name} of the features ({space}), "
-                                        f"with some of the images")
-  return Output(arrays=arrays, figures=figs,
-                caption=f"2-D maps of the features ({space}) of {len(rows)} {split} "
-                        f"examples (PCA and t-SNE), coloured by class.")
-
-
-__all__ = ["clipped_receptive_box", "conv_layers", "crop_box", "embedding",
-           "filters", "kernel_tiles", "layer_kernel", "nearest", "neighbors",
-           "patches", "pca_2d", "penultimate_features", "receptive_box",
-           "spatial_layers", "top_units", "tsne_2d"]
+__all__ = ["activations", "clipped_receptive_box", "conv_layers", "crop_box",
+           "filters", "kernel_tiles", "layer_kernel", "patches", "receptive_box",
+           "spatial_layers", "top_units"]

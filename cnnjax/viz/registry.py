@@ -1,8 +1,14 @@
 """Visualization methods by name, their shared options, and their outputs.
 
-A method is `fn(run, options) -> Output`: arrays (saved as `<name>.npz`) and
-matplotlib figures (saved as PNG). `cnnjax visualize METHOD` and the gallery
-call methods through `run_method`, which writes the files.
+A method is `fn(trained, options) -> Output` (`trained`: a
+`runs.TrainedModel`): arrays (saved as `<name>.npz`) and matplotlib figures
+(saved as PNG). `cnnjax visualize METHOD` and the gallery call methods through
+`run_method`, which writes the files.
+
+The method modules register themselves when imported; `cnnjax/viz/__init__.py`
+imports them all, and it runs before any `cnnjax.viz.*` module, so the
+registry is complete however it was reached (and imports none of them: no
+cycle).
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from typing import Any, Callable
 import numpy as np
 
 from cnnjax.errors import CnnjaxError
-
-METHODS: dict[str, "Method"] = {}
+from cnnjax.registry import Registry
+from cnnjax.viz import figures
 
 
 @dataclasses.dataclass
@@ -24,7 +30,7 @@ class Options:
 
   `extra` holds method-specific values from `--option key=value`.
   """
-  split: str = ""  # '' = the run's test split
+  split: str = ""  # '' = the dataset's test split
   indices: tuple[int, ...] = ()  # examples to explain; () = the first `num_examples`
   num_examples: int = 4
   layer: str = ""  # module path, e.g. 'c3'; '' = the method's default
@@ -69,48 +75,34 @@ class Method:
   summary: str  # one line for --help and the gallery
 
 
+METHODS: Registry[Method] = Registry(
+    "visualization method",
+    make_entry=lambda name, fn, summary: Method(name, fn, summary),
+    listing="`cnnjax visualize --help`")
+
+
 def register(name: str, summary: str):
-  """Decorator: registers `fn(run, options) -> Output` as method `name`."""
-  def decorator(fn):
-    if name in METHODS:
-      raise ValueError(f"visualization method '{name}' is registered twice")
-    METHODS[name] = Method(name, fn, summary)
-    return fn
-  return decorator
+  """Decorator: registers `fn(trained, options) -> Output` as method `name`."""
+  return METHODS.register(name, summary=summary)
 
 
 def method_names() -> list[str]:
-  _import_methods()
-  return list(METHODS)
+  return METHODS.names()
 
 
 def get_method(name: str) -> Method:
-  _import_methods()
-  if name not in METHODS:
-    import difflib
-    close = difflib.get_close_matches(name, list(METHODS), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise CnnjaxError(f"unknown visualization method '{name}'{hint} "
-                      f"(known: {', '.join(METHODS)})")
-  return METHODS[name]
+  return METHODS.get(name)
 
 
-def _import_methods() -> None:
-  # Importing the modules registers their methods, in this order.
-  from cnnjax.viz import inspection, attribution, synthesis  # noqa: F401
-
-
-def run_method(name: str, run, options: Options, out_dir: str) -> dict[str, Any]:
-  """Runs a method and writes `<out_dir>/<name>.npz` and its PNGs.
+def run_method(name: str, trained, options: Options, out_dir: str) -> dict[str, Any]:
+  """Runs a method on `trained` (a `runs.TrainedModel`) and writes
+  `<out_dir>/<name>.npz` and its PNGs.
 
   Returns {'method', 'caption', 'files': [paths]}.
   """
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = figures.pyplot()
   method = get_method(name)
-  output = method.fn(run, options)
+  output = method.fn(trained, options)
   os.makedirs(out_dir, exist_ok=True)
   files = []
   if output.arrays:

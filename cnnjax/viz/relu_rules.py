@@ -121,7 +121,7 @@ def modified_relu_gradient(fn: Callable, rule: str) -> Callable:
   """`fn` with the same values, whose gradients pass ReLUs by `rule`.
 
   Args:
-    fn: any JAX-traceable function (e.g. `lambda x: run.logits(x)`); its
+    fn: any JAX-traceable function (e.g. `lambda x: trained.logits(x)`); its
       ReLUs must be `jax.nn.relu` / `flax.linen.relu` calls.
     rule: 'guided' (guided backpropagation) or 'deconvnet'.
 

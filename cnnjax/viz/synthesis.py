@@ -1,7 +1,8 @@
-"""Images made by gradient ascent: class models, neurons, DeepDream, style.
+"""Images made by gradient ascent: class models, neurons, DeepDream.
 
-Every method here optimizes an input image for an objective computed by the
-trained network, with the same machinery, `gradient_ascent`:
+Every method here (and `style-transfer`, in `style`) optimizes an input image
+for an objective computed by the trained network, with the same machinery,
+`gradient_ascent`:
 
 - `class-model` (Simonyan et al., 2014): an image per class maximizing the
   class score (the logit) minus an L2 penalty, from the mean image (zero in
@@ -10,12 +11,11 @@ trained network, with the same machinery, `gradient_ascent`:
 - `neuron`: the same for the mean activation (or the centre unit) of one
   channel of a layer;
 - `deepdream` (Mordvintsev et al., 2015): a real image pushed to excite a
-  layer (mean squared activation), coarse to fine over octaves;
-- `style-transfer` (Gatys et al., 2016): the content of one example drawn in
-  the style (Gram matrices of the conv features) of another.
+  layer (mean squared activation), coarse to fine over octaves.
 
-Everything numeric is JAX, jitted, one batch of images at a time; the
-network's variables are jit arguments (not constants baked into the trace).
+Everything numeric is JAX, jitted, one chunk of `options.batch_size` images at
+a time (`runs.inference.map_batches`); the network's variables are jit
+arguments (not constants baked into the trace).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax.errors import CnnjaxError
+from cnnjax.runs import inference
 from cnnjax.viz import figures
 from cnnjax.viz.registry import Options, Output, register
 
@@ -179,16 +180,17 @@ def gradient_ascent(objective: Callable, x0, *, steps: int, lr: float,
 # Shared pieces of the methods.
 
 
-def _settings(run, options: Options, *, steps: int, lr: float, l2: float,
-              jitter: int | None, blur_every: int, blur_sigma: float,
-              optimizer: str) -> dict[str, Any]:
-  """The optimization settings: defaults, overridden by --option values.
+def ascent_settings(trained, options: Options, *, steps: int, lr: float, l2: float,
+                    jitter: int | None, blur_every: int, blur_sigma: float,
+                    optimizer: str) -> dict[str, Any]:
+  """The keyword arguments of `gradient_ascent`: defaults, overridden by
+  --option values.
 
   `lr` is given as a fraction of the input range's width (so one default
   suits inputs in [0, 1] and standardized ones).
   """
-  low, high = run.input_range()
-  height = run.input_shape[0] if len(run.input_shape) >= 3 else 1
+  low, high = trained.input_range()
+  height = trained.input_shape[0] if len(trained.input_shape) >= 3 else 1
   if jitter is None:
     jitter = max(1, height // 16)
   settings = dict(
@@ -217,72 +219,61 @@ def _has_kernel(params, path: Sequence[str]) -> bool:
   return any(getattr(leaf, "ndim", 0) >= 4 for leaf in jax.tree_util.tree_leaves(node))
 
 
-def conv_layers(run) -> list[str]:
+def conv_map_layers(trained) -> list[str]:
   """Layers whose output is a (B, H, W, C) map with H, W > 1 and that hold a
   convolution kernel (e.g. LeNet-5: c1, c3); any such map if none do."""
-  shapes = run.layer_shapes()
+  shapes = trained.layer_shapes()
   maps = [n for n, s in shapes.items() if len(s) == 3 and s[0] > 1 and s[1] > 1]
-  params = dict(run.variables).get("params", {})
+  params = dict(trained.variables).get("params", {})
   convs = [n for n in maps if _has_kernel(params, n.split("/"))]
   return convs or maps
 
 
-def _feature_layer(run, layer: str) -> str:
+def feature_layer(trained, layer: str) -> str:
   """`layer` if given (checked), else the last conv-like layer."""
   if layer:
-    run.check_layer(layer)
+    trained.check_layer(layer)
     return layer
-  layers = conv_layers(run)
+  layers = conv_map_layers(trained)
   if not layers:
     raise CnnjaxError("this model has no layer with a spatial feature map; "
                       "name one with --layer")
   return layers[-1]
 
 
-def _chunks(n: int, size: int):
-  size = max(1, int(size))
-  for start in range(0, n, size):
-    yield start, min(n, start + size)
+def _ascend_in_chunks(solve, trained, arrays: Sequence[np.ndarray], batch_size: int,
+                      seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Runs `solve(variables, *chunk, key) -> (images (B, ...), objective
+  (steps, B))` over chunks of the rows of `arrays`, chunk i with the key
+  fold_in(key(seed), i). Returns (images (N, ...), objective (steps, N))."""
+  rows = np.arange(len(arrays[0]))
+  size = max(1, min(int(batch_size), len(rows)))
+
+  def chunk(first, *parts):
+    key = jax.random.fold_in(jax.random.key(seed), int(first[0]) // size)
+    x, objective = solve(trained.variables, *parts, key)
+    return x, jnp.transpose(objective)  # Examples first, to cut the padding.
+
+  images, objective = inference.map_batches(chunk, (rows, *arrays), size)
+  return images, objective.T
 
 
-def _padded(x: np.ndarray, size: int) -> np.ndarray:
-  """`x` padded with copies of its last row to `size` rows (one compiled shape)."""
-  if len(x) == size:
-    return x
-  return np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)])
-
-
-def _ascend_in_chunks(solve, run, x0: np.ndarray, targets: np.ndarray,
-                      batch_size: int, seed: int):
-  """Runs `solve(variables, x0, targets, key)` over chunks of the batch."""
-  images, histories = [], []
-  size = min(len(x0), max(1, batch_size))
-  for i, (start, stop) in enumerate(_chunks(len(x0), size)):
-    key = jax.random.fold_in(jax.random.key(seed), i)
-    x, history = solve(run.variables, jnp.asarray(_padded(x0[start:stop], size)),
-                       jnp.asarray(_padded(targets[start:stop], size)), key)
-    count = stop - start
-    images.append(np.asarray(x)[:count])
-    histories.append(np.asarray(history["objective"])[:, :count])
-  return np.concatenate(images), np.concatenate(histories, axis=1)
-
-
-def _start_images(run, options: Options, count: int) -> np.ndarray:
+def _start_images(trained, options: Options, count: int) -> np.ndarray:
   """The mean image (zeros in model-input space) plus faint noise, 1% of the
   input range (`--option init_noise`): at exactly zero a network without
   biases (e.g. freshly initialized) has dead ReLUs and no gradient."""
-  low, high = run.input_range()
+  low, high = trained.input_range()
   noise = options.get("init_noise", 0.01) * (high - low)
   rng = np.random.default_rng(options.seed)
-  return (noise * rng.standard_normal((count, *run.input_shape))).astype(np.float32)
+  return (noise * rng.standard_normal((count, *trained.input_shape))).astype(np.float32)
 
 
-def _display(run, x) -> np.ndarray:
-  return np.asarray(run.to_display(x))
+def _display(trained, x) -> np.ndarray:
+  return np.asarray(trained.to_display(x))
 
 
 def _curve_figure(history: np.ndarray, labels: Sequence[str], title: str, ylabel: str):
-  plt = figures._plt()
+  plt = figures.pyplot()
   fig, ax = plt.subplots(figsize=(5, 3))
   for column, label in zip(np.asarray(history).T, labels):
     ax.plot(column, label=label, linewidth=1)
@@ -301,35 +292,35 @@ def _curve_figure(history: np.ndarray, labels: Sequence[str], title: str, ylabel
 
 @register("class-model", "an image per class maximizing its score (Simonyan et al. "
           "2014, with the regularizers of Yosinski et al. 2015)")
-def class_model(run, options: Options) -> Output:
-  run.require_images("synthesis")
-  num_classes = run.dataset.num_classes
+def class_model(trained, options: Options) -> Output:
+  trained.require_images("synthesis")
+  num_classes = trained.dataset.num_classes
   if options.target_class >= num_classes:
     raise CnnjaxError(f"--target-class {options.target_class} is out of range: the "
                       f"model has {num_classes} classes")
   classes = (np.arange(num_classes) if options.target_class < 0
              else np.array([options.target_class]))
-  settings = _settings(run, options, steps=200, lr=0.02, l2=1e-3, jitter=None,
-                       blur_every=4, blur_sigma=0.5, optimizer="adam")
+  settings = ascent_settings(trained, options, steps=200, lr=0.02, l2=1e-3, jitter=None,
+                             blur_every=4, blur_sigma=0.5, optimizer="adam")
 
   @jax.jit
   def solve(variables, x0, targets, key):
-    model = run.with_variables(variables)
+    model = trained.with_variables(variables)
 
     def score(x):  # (B,) the logit of each image's class
       logits = model.logits(x)
       return jnp.take_along_axis(logits, targets[:, None], axis=1)[:, 0]
 
-    return gradient_ascent(score, x0, key=key, **settings)
+    x, history = gradient_ascent(score, x0, key=key, **settings)
+    return x, history["objective"]
 
-  x0 = _start_images(run, options, len(classes))  # ~ the mean image
-  images, history = _ascend_in_chunks(solve, run, x0, classes.astype(np.int32),
+  x0 = _start_images(trained, options, len(classes))  # ~ the mean image
+  images, history = _ascend_in_chunks(solve, trained, (x0, classes.astype(np.int32)),
                                       options.batch_size, options.seed)
-  logits = np.concatenate([np.asarray(jax.jit(run.logits)(images[a:b]))
-                           for a, b in _chunks(len(images), options.batch_size)])
+  logits = inference.map_batches(jax.jit(trained.logits), (images,), options.batch_size)
   scores = logits[np.arange(len(classes)), classes]
-  names = [run.class_names[c] for c in classes]
-  display = _display(run, images)
+  names = [trained.class_names[c] for c in classes]
+  display = _display(trained, images)
   grid = figures.image_grid(
       display, [f"{n}: {s:.1f}" for n, s in zip(names, scores)],
       title=f"class models (logit after {settings['steps']} steps)", size=1.9)
@@ -349,10 +340,10 @@ def class_model(run, options: Options) -> Output:
 
 @register("neuron", "images maximizing one channel of a layer (default: the first "
           "channels of the last conv layer)")
-def neuron(run, options: Options) -> Output:
-  run.require_images("synthesis")
-  layer = _feature_layer(run, options.layer)
-  shape = run.layer_shapes()[layer]
+def neuron(trained, options: Options) -> Output:
+  trained.require_images("synthesis")
+  layer = feature_layer(trained, options.layer)
+  shape = trained.layer_shapes()[layer]
   if len(shape) not in (1, 3):
     raise CnnjaxError(f"layer '{layer}' has outputs of shape {shape}; pick a "
                       f"layer with a (H, W, C) map or a vector")
@@ -365,8 +356,8 @@ def neuron(run, options: Options) -> Output:
   unit = str(options.get("unit", "mean"))
   if unit not in ("mean", "center"):
     raise CnnjaxError(f"--option unit={unit} is unknown; use 'mean' or 'center'")
-  settings = _settings(run, options, steps=200, lr=0.02, l2=1e-3, jitter=None,
-                       blur_every=4, blur_sigma=0.5, optimizer="adam")
+  settings = ascent_settings(trained, options, steps=200, lr=0.02, l2=1e-3, jitter=None,
+                             blur_every=4, blur_sigma=0.5, optimizer="adam")
 
   def channel_value(model, x, targets):  # (B,)
     a = model.activations(x, [layer])[layer]
@@ -378,17 +369,18 @@ def neuron(run, options: Options) -> Output:
 
   @jax.jit
   def solve(variables, x0, targets, key):
-    model = run.with_variables(variables)
-    return gradient_ascent(lambda x: channel_value(model, x, targets), x0, key=key,
-                           **settings)
+    model = trained.with_variables(variables)
+    x, history = gradient_ascent(lambda x: channel_value(model, x, targets), x0,
+                                 key=key, **settings)
+    return x, history["objective"]
 
-  x0 = _start_images(run, options, len(channels))
-  images, history = _ascend_in_chunks(solve, run, x0, channels.astype(np.int32),
+  x0 = _start_images(trained, options, len(channels))
+  images, history = _ascend_in_chunks(solve, trained, (x0, channels.astype(np.int32)),
                                       options.batch_size, options.seed)
-  start = jax.jit(lambda v, x, t: channel_value(run.with_variables(v), x, t))
-  final = np.asarray(start(run.variables, jnp.asarray(images), jnp.asarray(channels)))
-  initial = np.asarray(start(run.variables, jnp.asarray(x0), jnp.asarray(channels)))
-  display = _display(run, images)
+  start = jax.jit(lambda v, x, t: channel_value(trained.with_variables(v), x, t))
+  final = np.asarray(start(trained.variables, jnp.asarray(images), jnp.asarray(channels)))
+  initial = np.asarray(start(trained.variables, jnp.asarray(x0), jnp.asarray(channels)))
+  display = _display(trained, images)
   grid = figures.image_grid(
       display, [f"{layer}[{c}]: {v:.2f}" for c, v in zip(channels, final)],
       title=f"channels of {layer} ({unit} activation)")
@@ -451,14 +443,14 @@ def deep_dream(objective: Callable, base, *, octaves: int = 3, octave_scale: flo
 
 @register("deepdream", "a real image changed to excite a layer, over octaves "
           "(Mordvintsev et al. 2015)")
-def deepdream(run, options: Options) -> Output:
-  run.require_images("synthesis")
-  layer = _feature_layer(run, options.layer)
-  split = options.split or run.eval_split
-  indices = options.indices or tuple(range(min(2, run.split_size(split))))
-  examples = run.examples(split, indices=indices)
-  settings = _settings(run, options, steps=20, lr=0.01, l2=0.0, jitter=None,
-                       blur_every=0, blur_sigma=0.0, optimizer="normalized")
+def deepdream(trained, options: Options) -> Output:
+  trained.require_images("synthesis")
+  layer = feature_layer(trained, options.layer)
+  split = options.split or trained.eval_split
+  indices = options.indices or tuple(range(min(2, trained.split_size(split))))
+  examples = trained.examples(split, indices=indices)
+  settings = ascent_settings(trained, options, steps=20, lr=0.01, l2=0.0, jitter=None,
+                             blur_every=0, blur_sigma=0.0, optimizer="normalized")
   octaves = options.get("octaves", 3)
   octave_scale = options.get("octave_scale", 1.4)
   if octaves < 1 or octave_scale < 1:
@@ -470,24 +462,18 @@ def deepdream(run, options: Options) -> Output:
 
   @jax.jit
   def solve(variables, x0, key):
-    model = run.with_variables(variables)
+    model = trained.with_variables(variables)
     return deep_dream(lambda x: energy(model, x), x0, octaves=octaves,
                       octave_scale=octave_scale, steps=settings["steps"],
                       lr=settings["lr"], jitter=settings["jitter"],
                       clip=settings["clip"], key=key)
 
-  dreamed, history = [], []
-  size = min(len(indices), max(1, options.batch_size))
-  for i, (a, b) in enumerate(_chunks(len(indices), size)):
-    x, hist = solve(run.variables, jnp.asarray(_padded(examples.inputs[a:b], size)),
-                    jax.random.fold_in(jax.random.key(options.seed), i))
-    dreamed.append(np.asarray(x)[:b - a])
-    history.append(np.asarray(hist)[:, :b - a])
-  dreamed, history = np.concatenate(dreamed), np.concatenate(history, axis=1)
-  measure = jax.jit(lambda v, x: energy(run.with_variables(v), x))
-  before = np.asarray(measure(run.variables, jnp.asarray(examples.inputs)))
-  after = np.asarray(measure(run.variables, jnp.asarray(dreamed)))
-  display = _display(run, dreamed)
+  dreamed, history = _ascend_in_chunks(solve, trained, (examples.inputs,),
+                                       options.batch_size, options.seed)
+  measure = jax.jit(lambda v, x: energy(trained.with_variables(v), x))
+  before = np.asarray(measure(trained.variables, jnp.asarray(examples.inputs)))
+  after = np.asarray(measure(trained.variables, jnp.asarray(dreamed)))
+  display = _display(trained, dreamed)
   panels, titles = [], []
   for i in range(len(indices)):
     panels += [examples.images[i], display[i]]
@@ -502,118 +488,3 @@ def deepdream(run, options: Options) -> Output:
       figures={"deepdream": grid},
       caption=f"Real images changed by gradient ascent over {octaves} octaves to "
               f"raise the mean squared activation of layer {layer}.")
-
-
-# ---------------------------------------------------------------------------
-# style-transfer
-
-
-def style_losses(model, x, *, content_layer: str, style_layers: Sequence[str],
-                 content_target, style_targets: dict, style_weight: float = 1.0):
-  """Per-image content, style and total losses (each (B,)) of Gatys et al.
-
-  The content loss is the mean squared difference of `content_layer`'s
-  activations to `content_target`, the style loss the sum over
-  `style_layers` of the mean squared difference of Gram matrices to
-  `style_targets[layer]`; each is divided by the mean square of its target so
-  that layers of any scale weigh alike.
-  """
-  layers = list(dict.fromkeys([content_layer, *style_layers]))
-  acts = model.activations(x, layers)
-
-  def relative(a, target):
-    error = jnp.square(a - target).reshape(a.shape[0], -1).mean(axis=1)
-    return error / (jnp.mean(jnp.square(target)) + 1e-8)
-
-  content = relative(acts[content_layer], content_target)
-  style = sum(relative(gram_matrix(acts[l]), style_targets[l]) for l in style_layers)
-  return content, style, content + style_weight * style
-
-
-@register("style-transfer", "one example's content in another's style, from the "
-          "network's features (Gatys et al. 2016)")
-def style_transfer(run, options: Options) -> Output:
-  run.require_images("synthesis")
-  split = options.split or run.eval_split
-  content_layer = _feature_layer(run, options.layer)
-  style_layers = options.get("style_layers", ())
-  style_layers = ([l for part in style_layers for l in str(part).split(",") if l]
-                  or conv_layers(run))
-  for layer in style_layers:
-    run.check_layer(layer)
-  if len(options.indices) >= 2:
-    content_index, style_index = options.indices[:2]
-  else:
-    labels = np.asarray(run.dataset.splits[split]["label"])
-    content_index = options.indices[0] if options.indices else 0
-    # The style: the first example of another class (or simply the next one).
-    if labels.ndim == 1 and np.any(labels != labels[content_index]):
-      style_index = int(np.argmax(labels != labels[content_index]))
-    else:
-      style_index = (content_index + 1) % len(labels)
-  examples = run.examples(split, indices=[content_index, style_index])
-  settings = _settings(run, options, steps=200, lr=0.01, l2=0.0, jitter=0,
-                       blur_every=0, blur_sigma=0.0, optimizer="adam")
-  style_weight = options.get("style_weight", 10.0)
-  settings.pop("l2")
-
-  @jax.jit
-  def solve(variables, content_image, style_image, key):
-    model = run.with_variables(variables)
-    layers = list(dict.fromkeys([content_layer, *style_layers]))
-    targets = model.activations(jnp.concatenate([content_image, style_image]), layers)
-    content_target = targets[content_layer][:1]
-    style_targets = {l: gram_matrix(targets[l][1:]) for l in style_layers}
-
-    def objective(x):
-      content, style, total = style_losses(
-          model, x, content_layer=content_layer, style_layers=style_layers,
-          content_target=content_target, style_targets=style_targets,
-          style_weight=style_weight)
-      return -total, {"content": content, "style": style}
-
-    x, history = gradient_ascent(objective, content_image, key=key, has_aux=True,
-                                 **settings)
-    _, final_aux = objective(x)
-    return x, history, final_aux
-
-  content_image = jnp.asarray(examples.inputs[:1])
-  style_image = jnp.asarray(examples.inputs[1:2])
-  result, history, final = solve(run.variables, content_image, style_image,
-                                 jax.random.key(options.seed))
-  losses = {"total": -np.asarray(history["objective"])[:, 0],
-            "content": np.asarray(history["content"])[:, 0],
-            "style": np.asarray(history["style"])[:, 0]}
-  final_content = float(final["content"][0])
-  final_style = float(final["style"][0])
-  final_total = final_content + style_weight * final_style
-  display = _display(run, result)
-
-  plt = figures._plt()
-  fig, axes = plt.subplots(1, 4, figsize=(10, 2.6),
-                           gridspec_kw={"width_ratios": [1, 1, 1, 1.6]})
-  for ax, image, title in zip(axes, [examples.images[0], examples.images[1], display[0]],
-                              [f"content #{content_index}", f"style #{style_index}",
-                               "result"]):
-    figures.show_image(ax, image)
-    ax.set_title(title, fontsize=8)
-  for name, curve in losses.items():
-    weight = style_weight if name == "style" else 1.0
-    axes[3].plot(weight * curve, label=name + (f" x{style_weight:g}" if weight != 1 else ""))
-  axes[3].set_yscale("log")
-  axes[3].set_xlabel("step")
-  axes[3].legend(fontsize=7)
-  axes[3].set_title(f"losses (content: {content_layer}; style: {', '.join(style_layers)})",
-                    fontsize=7)
-  fig.tight_layout()
-  return Output(
-      arrays={"inputs": np.asarray(result), "images": display,
-              "content_image": examples.images[0], "style_image": examples.images[1],
-              "indices": np.array([content_index, style_index]),
-              "total_loss": losses["total"], "content_loss": losses["content"],
-              "style_loss": losses["style"],
-              "final_losses": np.array([final_total, final_content, final_style])},
-      figures={"style-transfer": fig},
-      caption=f"Example {content_index}'s content (layer {content_layer}) drawn with "
-              f"example {style_index}'s style (Gram matrices of "
-              f"{', '.join(style_layers)}), optimized from the content image.")
