@@ -50,7 +50,7 @@ def cmd_train(args, overrides: list[str]) -> int:
 
   config = config_lib.load_config(args.config)
   config_lib.apply_overrides(config, overrides)
-  workdir = args.workdir or default_workdir(args.config)
+  workdir = args.workdir if args.workdir is not None else default_workdir(args.config)
   result = train_and_evaluate(config, workdir, config_path=args.config)
   print(f"Finished {result['num_steps']} steps in {result['wall_time_s']:.1f} s: "
         f"{_format_metrics(result['final'])}")
@@ -153,9 +153,8 @@ def _parse_indices(text: str) -> tuple[int, ...]:
 
 def cmd_visualize(args, overrides: list[str]) -> int:
   del overrides
-  from cnnjax.viz import registry
+  from cnnjax.viz import load_trained, registry
   from cnnjax.viz.gallery import main_progress, write_gallery
-  from cnnjax.viz.run import load_run
 
   names = registry.method_names() + ["gallery"]
   if args.method not in names:
@@ -170,7 +169,7 @@ def cmd_visualize(args, overrides: list[str]) -> int:
     raise CnnjaxError("--num-examples, --top-k and --batch-size must be positive")
   if options.steps < 0:
     raise CnnjaxError("--steps cannot be negative")
-  run = load_run(args.workdir, which="best" if args.best else "latest")
+  run = load_trained(args.workdir, which="best" if args.best else "latest")
   if options.split and options.split not in run.dataset.splits:
     raise CnnjaxError(f"--split '{options.split}' is not a split of dataset "
                       f"'{run.dataset.name}' ({', '.join(run.dataset.splits)})")
@@ -189,7 +188,7 @@ def cmd_visualize(args, overrides: list[str]) -> int:
 
 def cmd_benchmark_data(args, overrides: list[str]) -> int:
   from cnnjax import config as config_lib
-  from cnnjax.data.benchmark import benchmark_input, format_result
+  from cnnjax.bench.input import benchmark_input, format_result
 
   if args.steps < 1 or args.repeats < 1:
     raise CnnjaxError("--steps and --repeats must be positive")
@@ -358,11 +357,28 @@ def cmd_reproduce(args, overrides: list[str]) -> int:
 _PASS_THROUGH = {"conv-benchmark": cmd_conv_benchmark}
 
 
+# Subcommands whose runs take the compilation cache from their config
+# (config.compilation_cache) unless --compilation-cache is given.
+_CONFIG_DRIVEN = ("train", "sweep", "reproduce", "benchmark-data")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="cnnjax", description="Convolutional neural networks in JAX/Flax.",
       allow_abbrev=False)
+  common = argparse.ArgumentParser(add_help=False)
+  common.add_argument(
+      "--compilation-cache", metavar="DIR",
+      help="XLA's persistent compilation cache: a directory, 'auto' (the "
+      "default: ~/.cache/cnnjax/xla, or config.compilation_cache for runs) "
+      "or 'none'")
   sub = parser.add_subparsers(dest="command", required=True)
+  add_parser = sub.add_parser
+
+  def with_common(name, **kwargs):
+    return add_parser(name, parents=[common], **kwargs)
+
+  sub.add_parser = with_common
 
   p = sub.add_parser("train", help="train an experiment (resumes from its workdir)",
                      description="Overrides: --config.KEY=VALUE, e.g. "
@@ -531,7 +547,15 @@ def main(argv: list[str] | None = None) -> int:
   unknown = [a for a in rest if not a.startswith("--config.")]
   if unknown or (overrides and not args.takes_overrides):
     parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+  from cnnjax import runtime
+
+  runtime.apply_xla_defaults()  # Before anything starts JAX's CPU client.
   try:
+    cache = getattr(args, "compilation_cache", None)
+    if cache is not None:
+      runtime.enable_compilation_cache(cache, explicit=True)
+    elif getattr(args, "command", None) not in _CONFIG_DRIVEN:
+      runtime.enable_compilation_cache("auto")
     return args.func(args, overrides)
   except CnnjaxError as e:
     print(f"cnnjax: error: {e}", file=sys.stderr)

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
 
 from conftest import tiny_mnist1d_config  # noqa: E402
 
-from cnnjax.train import loop, multiseed  # noqa: E402
+from cnnjax.train import loop  # noqa: E402
 
 SEEDS = (0, 1, 2, 3)
 WORK = os.path.join(tempfile.gettempdir(), "cnnjax_bench_vmap_seeds")
@@ -42,8 +42,8 @@ def main(steps: int) -> None:
       loop.train_and_evaluate(config(seed, steps), f"{WORK}/alone{seed}")
     times["one_after_another_s"].append(time.perf_counter() - start)
     start = time.perf_counter()
-    multiseed.train_seeds_together([config(s, steps) for s in SEEDS],
-                                   [f"{WORK}/together{s}" for s in SEEDS])
+    loop.train_seeds_together([config(s, steps) for s in SEEDS],
+                              [f"{WORK}/together{s}" for s in SEEDS])
     times["together_s"].append(time.perf_counter() - start)
     print(repetition, times, flush=True)
   medians = {k: statistics.median(v) for k, v in times.items()}

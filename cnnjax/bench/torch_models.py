@@ -42,7 +42,7 @@ class _ZeroPadShortcut(nn.Module):
 
 
 class CifarResNet(nn.Module):
-  """ResNet-(6n+2) for 32x32 images, as cnnjax.models.cifar_resnet."""
+  """ResNet-(6n+2) for 32x32 images, as cnnjax.models.resnet.CifarResNet."""
 
   def __init__(self, depth: int = 20, num_classes: int = 10,
                widths=(16, 32, 64), in_channels: int = 3):
