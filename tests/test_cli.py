@@ -72,4 +72,4 @@ def test_default_workdir_mirrors_the_experiment_path():
   assert default_workdir(CNN) == os.path.join("runs", "mnist1d", "cnn")
 
 
-# Signals, kill -9 and damaged checkpoints: tests/test_faults.py.
+# Signals, kill -9 and damaged checkpoints: tests/train/test_faults.py.

@@ -13,12 +13,12 @@ from conftest import tiny_mnist1d_config
 def tiny_run(channels: int = 3, size: int = 32, seed: int = 0):
   """LeNet-5 (ReLU, max pooling) with random weights on 64 generated uint8
   images of 4 classes (a bright square in one quadrant), per-channel
-  normalization on. A `cnnjax.viz.run.Run` built in memory."""
+  normalization on. A `cnnjax.runs.TrainedModel` built in memory."""
   import jax
 
   from cnnjax.data.arrays import ArrayDataset
   from cnnjax.models import create_model
-  from cnnjax.viz.run import make_run
+  from cnnjax.viz import make_trained as make_run
 
   rng = np.random.default_rng(seed)
   n = 64

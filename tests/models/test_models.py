@@ -40,7 +40,7 @@ PARAMS = {
     "vgg16": 138_357_544, "vgg16_bn": 138_365_992,
     "vgg19": 143_667_240, "vgg19_bn": 143_678_248,
     # GoogLeNet with its two auxiliary classifiers (6,998,552 without them,
-    # tests/test_densenet_googlenet.py); torchvision's without (its default).
+    # tests/models/test_densenet_googlenet.py); torchvision's without (its default).
     "googlenet": 13_378_280,
     "googlenet_tv": 6_624_904,
     "googlenet_naive": 97_526_008,
@@ -86,7 +86,6 @@ PARAMS = {
 # stand-in given in SMALL.
 FAMILY_TESTS = {
     "cnnjax.models.resnet": "test_resnet.py",
-    "cnnjax.models.cifar_resnet": "test_cifar_models.py",
     "cnnjax.models.ecg": "test_cifar_models.py",
     "cnnjax.models.allconv": "test_cifar_models.py",
     "cnnjax.models.densenet": "test_densenet_googlenet.py",
@@ -127,7 +126,13 @@ def test_family_test_files_exist():
     assert os.path.exists(os.path.join(here, test_file)), (module, test_file)
 
 
-@pytest.mark.parametrize("name", list_models())
+# Tracing ResNet-1202's 600 blocks takes seconds; its count runs under -m slow.
+SLOW_TO_TRACE = {"resnet1202"}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=[pytest.mark.slow] if n in SLOW_TO_TRACE else [])
+    for n in list_models()])
 def test_parameter_count_and_output_shape(name):
   model = create_model(name)
   x = jax.ShapeDtypeStruct((2, *model_input_shape(name)),
@@ -189,7 +194,7 @@ def test_register_model_decorator_and_duplicates():
     with pytest.raises(ValueError, match="registered twice"):
       register_model("_test_tiny", input_shape=(4,))(Tiny)
   finally:
-    registry._REGISTRY.pop("_test_tiny")
+    registry.MODELS._entries.pop("_test_tiny")
 
 
 def test_lenet5_layer_shapes():

@@ -1,5 +1,5 @@
 """Mixed precision, loss scaling, EMA, gradient accumulation and mixing in
-the train step and the loop (one device; tests/test_parallel.py has eight)."""
+the train step and the loop (one device; tests/train/test_parallel.py has eight)."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ import pytest
 
 from cnnjax import config as config_lib
 from cnnjax.errors import CnnjaxError
-from cnnjax.train import loop
+from cnnjax.train import loop, setup
 from cnnjax.train.precision import LossScale
 from conftest import tiny_mnist1d_config
 
@@ -16,11 +16,11 @@ from conftest import tiny_mnist1d_config
 def _experiment(**changes):
   config = tiny_mnist1d_config(**changes)
   config_lib.validate(config)
-  return loop.build_experiment(config)
+  return setup.build(config)
 
 
 def _train(exp, steps):
-  feed = loop.Feed(exp)
+  feed = loop.SeedGroup(exp)
   # A copy: the compiled step donates (frees) the state it is given.
   data, state = feed.train_inputs(0), jax.tree.map(jnp.array, exp.state)
   for _ in range(steps):

@@ -13,6 +13,7 @@ import pytest
 import cnnjax.models.resnet as resnet  # Registers the family.
 from cnnjax.analysis import summarize
 from cnnjax.errors import CnnjaxError
+from cnnjax.layers.residual import PreActBlock, ResidualBlock
 from cnnjax.models import create_model, list_models, model_input_shape
 from conftest import fill_variables
 
@@ -168,7 +169,7 @@ def test_output_shapes_and_features():
 
 @pytest.mark.parametrize("overrides, message", [
     ({"residual": False, "zero_init_residual": True}, "zero_init_residual"),
-    ({"shortcut": "B"}, "shortcut must be one of"),
+    ({"shortcut": "D"}, "shortcut must be one of"),
     ({"groups": 32, "width_per_group": 4}, "basic blocks support only"),
     ({"block_cls": "bottle"}, "unknown block"),
     ({"ndim": 3}, "needs inputs of shape"),
@@ -191,7 +192,7 @@ def _record_blocks(model, variables, x):
       module = context.module
       if context.method_name == "__call__":
         path = "/".join(module.path)
-        if isinstance(module, resnet._Block):
+        if isinstance(module, ResidualBlock):
           seen.setdefault(path, {}).update(x=args[0], y=y)
         elif module.name in ("shortcut_bn", "shortcut_conv"):
           # Post-activation blocks: the BN's output; pre-activation: conv's.
@@ -219,7 +220,7 @@ def test_zero_init_residual_makes_every_block_an_identity_map(name, overrides):
   variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), x)
   blocks = _record_blocks(model, variables, x)
   assert len(blocks) == 3
-  preact = issubclass(model.block_cls, resnet._PreActBlock)
+  preact = issubclass(model.block_cls, PreActBlock)
   for path, rec in blocks.items():
     inp, out = np.asarray(rec["x"]), np.asarray(rec["y"])
     if "shortcut_bn" in rec or "shortcut_conv" in rec:

@@ -14,9 +14,9 @@ from cnnjax import layers
 from cnnjax.analysis import summarize
 from cnnjax.errors import CnnjaxError
 from cnnjax.models import create_model, model_input_shape
+from cnnjax.layers.pooling import ceil_mode_padding
 from cnnjax.models.googlenet import (INCEPTION_TABLE, AuxClassifier,
-                                     Inception, NaiveInception,
-                                     ceil_mode_padding)
+                                     Inception, NaiveInception)
 from cnnjax.train.losses import softmax_cross_entropy
 from cnnjax.train.step import split_outputs
 from conftest import random_variables

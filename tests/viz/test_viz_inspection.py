@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cnnjax.errors import CnnjaxError
-from cnnjax.viz import inspection, registry
+from cnnjax.viz import embedding, inspection, neighbours, registry, scan
 from cnnjax.viz.registry import Options
 from viz_fixtures import tiny_run
 
@@ -84,7 +84,7 @@ def test_patches_default_layer_and_channels():
 
 def test_neighbors_of_training_images_are_themselves():
   run = tiny_run()
-  out = inspection.neighbors(run, Options(split="train", indices=(5, 17), top_k=4,
+  out = neighbours.neighbors(run, Options(split="train", indices=(5, 17), top_k=4,
                                           batch_size=20))
   for key in ("", "pixel_"):
     indices, distances = out.arrays[f"{key}indices"], out.arrays[f"{key}distances"]
@@ -95,7 +95,7 @@ def test_neighbors_of_training_images_are_themselves():
     assert np.all(distances[:, 1:] > 1e-3)
   # Feature distances are L2 distances of the penultimate features.
   train = run.examples("train")
-  features = inspection.penultimate_features(run, train.inputs)
+  features = scan.penultimate_features(run, train.inputs)
   direct = np.linalg.norm(features[5] - features[out.arrays["indices"][0, 1]])
   assert out.arrays["distances"][0, 1] == pytest.approx(direct, rel=1e-4)
 
@@ -103,10 +103,10 @@ def test_neighbors_of_training_images_are_themselves():
 def test_penultimate_features_are_the_head_input():
   run = tiny_run()
   inputs = run.examples("test", 3).inputs
-  features = inspection.penultimate_features(run, inputs)
+  features = scan.penultimate_features(run, inputs)
   f6 = np.asarray(run.activations(inputs, ["f6"])["f6"])
   np.testing.assert_allclose(features, np.maximum(f6, 0), atol=1e-6)  # ReLU(f6)
-  c3 = inspection.penultimate_features(run, inputs, layer="c3")
+  c3 = scan.penultimate_features(run, inputs, layer="c3")
   assert c3.shape == (3, 10 * 10 * 16)
 
 
@@ -153,7 +153,7 @@ def test_activations_are_the_layer_outputs():
 def test_pca_matches_numpy_projection_and_tsne_runs():
   rng = np.random.default_rng(0)
   features = rng.normal(size=(60, 12)) * np.linspace(3, 0.1, 12)
-  coords = inspection.pca_2d(features)
+  coords = embedding.pca_2d(features)
   centred = features - features.mean(0)
   values, vectors = np.linalg.eigh(np.cov(centred.T))
   top = vectors[:, np.argsort(values)[::-1][:2]]
@@ -161,18 +161,18 @@ def test_pca_matches_numpy_projection_and_tsne_runs():
   for k in range(2):  # Up to the sign of each axis.
     sign = np.sign(coords[:, k] @ expected[:, k])
     np.testing.assert_allclose(sign * coords[:, k], expected[:, k], atol=1e-4)
-  tsne = inspection.tsne_2d(features.astype(np.float32), seed=0)
+  tsne = embedding.tsne_2d(features.astype(np.float32), seed=0)
   assert tsne.shape == (60, 2) and np.all(np.isfinite(tsne))
 
 
 def test_embedding_uses_penultimate_features():
   run = tiny_run()
-  out = inspection.embedding(run, Options(extra={"tsne": False, "max_points": 10}))
+  out = embedding.embedding(run, Options(extra={"tsne": False, "max_points": 10}))
   rows = out.arrays["indices"]
   assert len(rows) == 10 and "tsne" not in out.arrays
-  features = inspection.penultimate_features(run, run.examples("test", indices=rows).inputs)
+  features = scan.penultimate_features(run, run.examples("test", indices=rows).inputs)
   np.testing.assert_allclose(np.abs(out.arrays["pca"]),
-                             np.abs(inspection.pca_2d(features)), atol=1e-4)
+                             np.abs(embedding.pca_2d(features)), atol=1e-4)
   np.testing.assert_array_equal(out.arrays["labels"],
                                 run.dataset.splits["test"]["label"][rows])
 

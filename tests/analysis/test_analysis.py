@@ -153,9 +153,18 @@ def test_summary_counts_parameters_flops_and_memory_of_lenet5():
   assert s.training_activation_bytes == 2 * s.forward_activation_bytes
 
 
-# The deepest ones (over a thousand layers) only with -m slow.
+# Deeper copies of a shallower sibling's blocks (same code path, more of
+# them) are summarized only with -m slow; so are the thousand-layer ones.
+DEEPER_SIBLINGS = {
+    "resnet1202", "resnet101", "resnet152", "plain101", "plain152",
+    "preact_resnet101", "preact_resnet152", "preact_resnet110",
+    "resnet44", "resnet56", "resnet110", "plain44", "plain56", "plain110",
+    "densenet169", "densenet201", "wrn28_10", "resnext101_32x8d",
+    "wide_resnet101_2", "vgg19", "vgg19_bn"}
+
+
 @pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.slow) if n in ("resnet1202", "plain1202") else n
+    pytest.param(n, marks=pytest.mark.slow) if n in DEEPER_SIBLINGS else n
     for n in list_models()])
 def test_summary_works_for_every_registered_model(name):
   s = summarize(name, xla_flops=False)

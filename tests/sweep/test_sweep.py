@@ -236,6 +236,8 @@ def _metric_logs(workdir):
                 in os.walk(workdir) if "metrics.jsonl" in files)
 
 
+# About 15-20 s (a CLI sweep of 2 settings x 2 seeds); the sweeps above run in-process: -m slow.
+@pytest.mark.slow
 def test_cli_sweep_end_to_end(tmp_path, cli_env):
   workdir = str(tmp_path / "cli")
   # 2 settings x 2 seeds; the seeds of a setting train together (vmap).

@@ -266,9 +266,9 @@ def test_analysis_figures_join_their_rows(tmp_path, fake_training, monkeypatch):
     calls.append((name, runs))
     return {r["slug"]: {"params": 100 + len(r["slug"])} for r in runs}
 
-  module = types.ModuleType("cnnjax.analysis.claims")
+  module = types.ModuleType("cnnjax.reproduce.analyses")
   module.run_analysis = run_analysis
-  monkeypatch.setitem(sys.modules, "cnnjax.analysis.claims", module)
+  monkeypatch.setitem(sys.modules, "cnnjax.reproduce.analyses", module)
   write_experiment(tmp_path, "claims/count.py", """\
       config.reproduce.compare = ('model.name=mnist1d_cnn,mnist1d_mlp',)
       config.reproduce.analysis = 'params'
@@ -363,7 +363,7 @@ def test_results_md_section_is_regenerated_and_the_rest_kept(tmp_path):
   reproduce.update_results(str(plain))
   text = plain.read_text()
   assert text.startswith("# Results\n\nOnly prose.\n\n" + reproduce.BEGIN_MARKER + "\n"
-                         + reproduce._INTRO + "\n\n## mr\n")
+                         + reproduce.INTRO + "\n\n## mr\n")
   assert text.endswith(reproduce.END_MARKER + "\n")
 
 
@@ -538,6 +538,6 @@ def test_seeds_trained_together_count_their_wall_time_once():
 
   vmapped = [run("a", s, 90.0, [0, 1, 2]) for s in (0, 1, 2)]
   alone = [run("b", 0, 30.0), run("b", 1, 40.0)]
-  assert reproduce._wall_total(vmapped) == 90.0
-  assert reproduce._wall_total(vmapped + alone) == 160.0
+  assert reproduce.wall_total(vmapped) == 90.0
+  assert reproduce.wall_total(vmapped + alone) == 160.0
   assert "--vmap-seeds" in reproduce.rerun_command("x/y", vmap_seeds=True)

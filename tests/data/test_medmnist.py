@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from cnnjax.data.medmnist import (SUBSETS, TASK_FROM_MEDMNIST, load_medmnist,
-                                  official_metrics, scores_from_logits,
                                   subset_info)
 from cnnjax.errors import CnnjaxError
+from cnnjax.evaluators.medmnist import official_metrics, scores_from_logits
 
 SPLITS = ("train", "val", "test")
 

@@ -110,8 +110,8 @@ def _softmax(logits):
 
 
 def test_ensemble_is_the_accuracy_of_the_averaged_softmax(mnist1d_runs):
-  from cnnjax.analysis.claims import run_analysis
-  from cnnjax.viz.run import load_run
+  from cnnjax.reproduce.analyses import run_analysis
+  from cnnjax.viz import load_trained as load_run
 
   figures = run_analysis("ensemble", mnist1d_runs)["cnn"]
   probabilities, singles = [], []
@@ -131,7 +131,7 @@ def test_ensemble_is_the_accuracy_of_the_averaged_softmax(mnist1d_runs):
 
 
 def test_shift_invariance_at_zero_is_the_test_accuracy(digits_run):
-  from cnnjax.analysis.claims import run_analysis
+  from cnnjax.reproduce.analyses import run_analysis
 
   figures = run_analysis("shift_invariance", [digits_run])["lenet"]
   assert sorted(figures) == ["shift0/accuracy", "shift1/accuracy", "shift2/accuracy",
@@ -146,7 +146,7 @@ def test_shift_invariance_at_zero_is_the_test_accuracy(digits_run):
 
 
 def test_shift_moves_content_and_fills_the_border():
-  from cnnjax.analysis.claims import shift
+  from cnnjax.reproduce.analyses import shift
 
   images = np.arange(2 * 4 * 3 * 1, dtype=np.float32).reshape(2, 4, 3, 1) + 1
   down = shift(images, 1, 1, -5.0)
@@ -160,15 +160,15 @@ def test_shift_moves_content_and_fills_the_border():
 
 
 def test_params_counts_the_model_of_each_setting(digits_run, mnist1d_runs):
-  from cnnjax.analysis.claims import run_analysis
+  from cnnjax.reproduce.analyses import run_analysis
 
   figures = run_analysis("params", [digits_run, *mnist1d_runs])
   assert figures == {"lenet": {"params": 61706.0}, "cnn": {"params": 5210.0}}
 
 
 def test_generalization_reports_train_accuracy_and_gap(mnist1d_runs):
-  from cnnjax.analysis.claims import run_analysis
-  from cnnjax.viz.run import load_run
+  from cnnjax.reproduce.analyses import run_analysis
+  from cnnjax.viz import load_trained as load_run
 
   figures = run_analysis("generalization", mnist1d_runs[:1])["cnn"]
   run = load_run(mnist1d_runs[0]["workdir"])
@@ -181,7 +181,7 @@ def test_generalization_reports_train_accuracy_and_gap(mnist1d_runs):
 
 
 def test_unknown_analysis_lists_the_known_ones():
-  from cnnjax.analysis.claims import run_analysis
+  from cnnjax.reproduce.analyses import run_analysis
 
   with pytest.raises(CnnjaxError, match="ensemble, generalization, params, "
                      "shift_invariance"):
@@ -207,7 +207,7 @@ def test_every_claim_is_there():
 @pytest.mark.parametrize("path", CLAIMS + DIGITS, ids=os.path.basename)
 def test_claims_config_loads_and_every_row_validates(path):
   from cnnjax import config as config_lib
-  from cnnjax.analysis.claims import list_analyses
+  from cnnjax.reproduce.analyses import list_analyses
   from cnnjax.models import list_models
   from cnnjax.sweep import parse_grid_flag
 

@@ -202,7 +202,7 @@ class _RegionModel(nn.Module):
 
 def _region_run():
   from cnnjax.data.arrays import ArrayDataset
-  from cnnjax.viz.run import make_run
+  from cnnjax.viz import make_trained as make_run
 
   images = np.full((4, 32, 32, 3), 200, np.uint8)
   labels = np.array([0, 1, 0, 1])

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import pytest
 
 from cnnjax.errors import CnnjaxError
-from cnnjax.train import loop
-from cnnjax.train.checkpoint import Checkpointer
+from cnnjax.train import loop, setup
+from cnnjax.runs.checkpoints import Checkpointer
 from conftest import CLI, EXPERIMENTS, REPO, tiny_mnist1d_config
 
 # Orbax leaves coroutines of a failed restore unawaited; Python reports them.
@@ -201,6 +201,8 @@ def finished(tmp_path_factory, compilation_cache):
   shared.stop()
 
 
+# About 50 s on 2 cores (a dozen CLI runs killed at random moments): -m slow.
+@pytest.mark.slow
 def test_kill_9_at_any_moment_then_the_same_command_ends_like_an_uninterrupted_run(
     tmp_path, runs, finished, cli_env):
   finished.start(cli_env)
@@ -246,6 +248,9 @@ def _signal_moment(run, after):
           logged % CHECKPOINT_EVERY in (LOG_EVERY, 2 * LOG_EVERY))
 
 
+# About 30-45 s on 2 cores (three CLI runs); tests/train/test_train.py stops a
+# run with SIGTERM in-process by default: -m slow.
+@pytest.mark.slow
 def test_sigterm_then_sigint_save_a_checkpoint_and_the_same_command_finishes_the_run(
     tmp_path, runs, finished, cli_env):
   finished.start(cli_env)
@@ -333,7 +338,7 @@ def own_state():
 
   config = tiny_mnist1d_config(**{"ema.decay": 0.99})  # As FLAGS: an EMA.
   config_lib.validate(config)
-  return loop.build_experiment(config).state
+  return setup.build(config).state
 
 
 def test_a_checkpoint_of_another_model_is_refused_and_nothing_moves(
@@ -348,7 +353,7 @@ def test_a_checkpoint_of_another_model_is_refused_and_nothing_moves(
   narrower = tiny_mnist1d_config(**{"model.features": (16, 16, 16),
                                     "ema.decay": 0.99})
   config_lib.validate(narrower)
-  targets = [loop.build_experiment(narrower).state,  # Other shapes.
+  targets = [setup.build(narrower).state,  # Other shapes.
              own_state.replace(params={**own_state.params,  # Another tree.
                                        "extra": {"bias": jnp.zeros(3)}})]
   for target in targets:

@@ -10,15 +10,15 @@ import pytest
 
 from cnnjax import config as config_lib
 from cnnjax.errors import CnnjaxError
-from cnnjax.train import loop
-from cnnjax.train.checkpoint import Checkpointer
+from cnnjax.train import loop, setup
+from cnnjax.runs.checkpoints import Checkpointer
 from conftest import tiny_mnist1d_config
 
 
 def _experiment(**changes):
   config = tiny_mnist1d_config(**changes)
   config_lib.validate(config)
-  return loop.build_experiment(config)
+  return setup.build(config)
 
 
 def test_train_step_lowers_the_loss_on_a_fixed_batch():
@@ -81,7 +81,7 @@ def test_workdir_outputs(tmp_path):
 
 
 def _params(workdir, step):
-  exp = loop.build_experiment(tiny_mnist1d_config())
+  exp = setup.build(tiny_mnist1d_config())
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
   state, _ = ckpt.restore(step, exp.state)
   ckpt.close()
@@ -150,7 +150,7 @@ def test_jit_compiles_the_train_step_once(tmp_path):
     return original(*args)
 
   exp.train_step = counting
-  train_fn, _, _ = loop.make_jitted(exp)
+  train_fn = loop.SeedGroup(exp).train_fn
   data = jax.device_put(exp.dataset.splits["train"])
   state = exp.state
   for _ in range(5):
@@ -221,3 +221,33 @@ def test_auxiliary_outputs_add_weighted_losses():
   main = model.apply(variables, x)
   np.testing.assert_allclose(metrics["loss"], jnp.sum(ce(main, batch["label"])),
                              rtol=1e-5)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_like_an_uninterrupted_run(
+    tmp_path, monkeypatch):
+  import signal
+  import threading
+
+  from cnnjax.runs.files import MetricLog
+
+  if threading.current_thread() is not threading.main_thread():
+    pytest.skip("signals reach only the main thread")
+  full = loop.train_and_evaluate(tiny_mnist1d_config(), str(tmp_path / "full"))
+  original, sent = MetricLog.write, []
+
+  def write(self, step, metrics):  # SIGTERM right after the step-10 train log.
+    original(self, step, metrics)
+    if step == 10 and "train/loss" in metrics and not sent:
+      sent.append(step)
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(MetricLog, "write", write)
+  with pytest.raises(loop.TrainingInterrupted, match="stopped by signal 15 at step 10") as info:
+    loop.train_and_evaluate(tiny_mnist1d_config(), str(tmp_path / "split"))
+  assert info.value.exit_code == 128 + signal.SIGTERM
+  # Not a periodic checkpoint (every 20 steps): the one saved on the way out.
+  assert sorted(os.listdir(tmp_path / "split" / "checkpoints")) == ["10"]
+  assert not os.path.exists(tmp_path / "split" / "claim.json")  # Released.
+  monkeypatch.undo()
+  resumed = loop.train_and_evaluate(tiny_mnist1d_config(), str(tmp_path / "split"))
+  assert resumed["final"] == full["final"]

@@ -21,7 +21,7 @@ CHECKS = textwrap.dedent('''
     sys.path.insert(0, os.path.join(REPO, "tests"))
     import jax, numpy as np
     from conftest import tiny_mnist1d_config
-    from cnnjax.train import loop
+    from cnnjax.train import loop, setup
 
     out = {"devices": len(jax.devices())}
     work = sys.argv[1]
@@ -53,14 +53,14 @@ CHECKS = textwrap.dedent('''
           {"p": state.params, "b": state.batch_stats})]
 
     def run(name, config):
-      exp = loop.build_experiment(config)
+      exp = setup.build(config)
       traces = []
       original = exp.train_step
       def counting(*a):
         traces.append(1)
         return original(*a)
       exp.train_step = counting
-      feed = loop.Feed(exp)
+      feed = loop.SeedGroup(exp)
       data = feed.train_inputs(0)
       state, rng = exp.state, jax.random.key(0)
       for _ in range(config.num_steps):
@@ -113,6 +113,8 @@ def _close(a, b, rtol=2e-4, atol=2e-5):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
 
+# About 75 s on 2 cores (a subprocess with 8 devices training several nets): -m slow.
+@pytest.mark.slow
 def test_eight_devices_train_like_one_with_the_same_global_batch(checks):
   assert checks["devices"] == 8
   one, eight = checks["resnet_1"], checks["resnet_8"]
@@ -129,12 +131,14 @@ def test_eight_devices_train_like_one_with_the_same_global_batch(checks):
                          checks["plain_8"]["params"][0])  # dropout did act
 
 
+@pytest.mark.slow  # The 8-device run of `checks` (about 75 s).
 def test_the_train_step_is_traced_once_on_eight_devices(checks):
   for name in ("resnet_8", "resnet_per_device_8", "dropout_8", "plain_8",
                "accumulate_8"):
     assert checks[name]["traces"] == 1, name
 
 
+@pytest.mark.slow  # The 8-device run of `checks` (about 75 s).
 def test_per_device_batch_norm_uses_each_shards_statistics(checks):
   # On one device "per device" is the global batch; on eight it is not.
   _close(checks["resnet_per_device_1"]["params"], checks["resnet_1"]["params"])
@@ -144,12 +148,14 @@ def test_per_device_batch_norm_uses_each_shards_statistics(checks):
   assert checks["resnet_per_device_8"]["replicated"]
 
 
+@pytest.mark.slow  # The 8-device run of `checks` (about 75 s).
 def test_gradient_accumulation_over_devices_matches_one_big_batch(checks):
   # No BatchNorm in the MLP: three micro-batches of 16 give the same update.
   _close(checks["accumulate_8"]["params"], checks["plain_8"]["params"],
          rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow  # The 8-device run of `checks` (about 75 s).
 def test_a_run_checkpointed_on_eight_devices_resumes_on_two(checks):
   loop = checks["loop"]
   assert loop["device_count"] == 8
@@ -164,6 +170,8 @@ def _free_port():
     return s.getsockname()[1]
 
 
+# Two JAX processes joined by jax.distributed (about 20 s): -m slow.
+@pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path, compilation_cache):
   """Multi-host on one machine: 2 processes x 2 CPU devices, joined by
   jax.distributed (Gloo), each feeding its rows of the global batch."""

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from cnnjax import _xla_flags
+from cnnjax import runtime
 from cnnjax.bench import model as bench
 from cnnjax.models.registry import create_model
 from tests.conftest import CLI
@@ -124,6 +124,8 @@ def test_bad_options_are_one_clear_error(change, message):
     bench.benchmark_model(options)
 
 
+# About 10 s (a CLI run timing two frameworks); the library call is tested above: -m slow.
+@pytest.mark.slow
 def test_cli_writes_the_json_keys(tmp_path, cli_env):
   out = tmp_path / "bench.json"
   proc = subprocess.run(
@@ -148,21 +150,22 @@ def test_cli_refuses_an_unwritable_json_path_before_running(tmp_path, cli_env):
 
 def test_xla_cpu_flags_are_added_but_never_override_the_user(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-  added = _xla_flags.apply()
+  added = runtime.apply_xla_defaults()
   assert added and all(f in __import__("os").environ["XLA_FLAGS"] for f in added)
   assert "--xla_force_host_platform_device_count=8" in __import__("os").environ["XLA_FLAGS"]
   mine = "--xla_cpu_experimental_ynn_fusion_type=+dot"
   monkeypatch.setenv("XLA_FLAGS", mine)
-  assert _xla_flags.apply() == [] and __import__("os").environ["XLA_FLAGS"] == mine
+  assert runtime.apply_xla_defaults() == [] and __import__("os").environ["XLA_FLAGS"] == mine
   monkeypatch.setenv("CNNJAX_XLA_DEFAULTS", "0")
   monkeypatch.setenv("XLA_FLAGS", "")
-  assert _xla_flags.apply() == [] and __import__("os").environ["XLA_FLAGS"] == ""
+  assert runtime.apply_xla_defaults() == [] and __import__("os").environ["XLA_FLAGS"] == ""
 
 
 def test_the_cpu_flags_take_effect_in_a_fresh_process(cli_env):
   """The weight gradient of a convolution is compiled without YNNPACK."""
   code = (
-      "import cnnjax, jax, jax.numpy as jnp\n"
+      "import cnnjax.runtime, jax, jax.numpy as jnp\n"
+      "cnnjax.runtime.apply_xla_defaults()  # what the cnnjax command does first\n"
       "conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', "
       "dimension_numbers=('NHWC', 'HWIO', 'NHWC'))\n"
       "f = jax.jit(lambda x, w, g: jax.vjp(conv, x, w)[1](g)[1])\n"

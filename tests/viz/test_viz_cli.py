@@ -10,7 +10,7 @@ import pytest
 
 from cnnjax.cli import main
 from cnnjax.viz import registry
-from cnnjax.viz.run import load_run
+from cnnjax.viz import load_trained as load_run
 from viz_fixtures import tiny_run, train_tiny_workdir
 
 ALL_METHODS = ["filters", "activations", "neighbors", "embedding", "patches",
@@ -66,6 +66,8 @@ class _Images(html.parser.HTMLParser):
       self.sections.append(attrs["id"])
 
 
+# About 30 s on 2 cores; each method has its own default test: -m slow.
+@pytest.mark.slow
 def test_the_gallery_shows_every_method_of_a_trained_run(workdir, tmp_path, capsys):
   out = str(tmp_path / "gallery")
   assert main(["visualize", "gallery", "--workdir", workdir, "--out", out,

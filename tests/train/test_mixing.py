@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from cnnjax.data.mixing import cutmix, cutmix_box, mix_batch, mixed_loss, mixup
+from cnnjax.train.mixing import cutmix, cutmix_box, mix_batch, mixed_loss, mixup
 from cnnjax.errors import CnnjaxError
 from cnnjax.train.losses import sigmoid_cross_entropy, softmax_cross_entropy
 

@@ -8,7 +8,7 @@ import pytest
 from cnnjax.errors import CnnjaxError
 from cnnjax.models import create_model
 from cnnjax.models.features import (feature_names, intermediate_features,
-                                    replace_head)
+                                    layer_shapes, replace_head)
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,14 @@ def test_intermediate_features_are_the_layer_outputs(lenet):
       x, c1["kernel"], (1, 1), "VALID",
       dimension_numbers=("NHWC", "HWIO", "NHWC")) + c1["bias"]
   np.testing.assert_allclose(feats["c1"], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_layer_shapes_need_no_variables(lenet):
+  model, variables, x = lenet
+  shapes = layer_shapes(model, None, x)
+  assert list(shapes) == feature_names(model, variables, x)
+  assert shapes["s4"] == (2, 5, 5, 16) and shapes["head"] == (2, 10)
+  assert layer_shapes(model, variables, x) == shapes
 
 
 def test_unknown_feature_names_suggest_close_ones(lenet):

@@ -48,7 +48,23 @@ SLOW = ("cifar10/resnet32", "cifar10/resnet44", "cifar10/resnet56", "cifar10/res
         "imagenet/googlenet", "imagenet/resnet50", "medmnist/resnet18_224",
         "medmnist/resnet50_", "medmnist/resnet18_3d", "medmnist/resnet18_28/bloodmnist",
         # The same network and data as cifar10/resnet20 with other durations.
-        "cifar10/plain20", "cifar10/resnet20_cpu_budget", "claims/degradation")
+        "cifar10/plain20", "cifar10/resnet20_cpu_budget", "claims/degradation",
+        # Over 20 s at full size; by default they run narrow (NARROW, below).
+        "imagenet/alexnet", "cifar10/resnet18", "medmnist/resnet18_28/chestmnist",
+        # cifar10/resnet20 smoke-runs on its stand-in in tests/data/test_standin.py;
+        # lenet5_transfer trains lenet5_first5 as its source, and 5to9_scratch is
+        # its target without the transfer.
+        "cifar10/resnet20", "digits/lenet5_first5", "digits/lenet5_5to9_scratch")
+
+# The default suite runs these experiments' data, recipe and model family
+# with a narrow model (the full-size smoke runs are under -m slow).
+NARROW = {"imagenet/alexnet": {  # The two-GPU layout's groups, 1/6 of the width.
+              "model.hidden": 64,
+              "model.convs": ((16, 11, 4, 0, 1, True, True), (32, 5, 1, 2, 2, True, True),
+                              (64, 3, 1, 1), (64, 3, 1, 1, 2), (32, 3, 1, 1, 2, True))},
+          "cifar10/resnet18": {"model.width": 8, "model.stage_sizes": (1, 1, 1, 1)},
+          "medmnist/resnet18_28/chestmnist": {"model.width": 8,
+                                              "model.stage_sizes": (1, 1, 1, 1)}}
 
 
 def _param(experiment):
@@ -127,9 +143,21 @@ def _smoke_config(experiment, **changes):
 
 @pytest.mark.parametrize("experiment", SMOKE)
 def test_experiment_smoke_run(experiment, tmp_path, fast_compiles):
+  _smoke_run(_smoke_config(experiment), tmp_path)
+
+
+@pytest.mark.parametrize("experiment_id", sorted(NARROW))
+def test_experiment_smoke_run_with_a_narrow_model(experiment_id, tmp_path, fast_compiles):
+  config = _smoke_config(BY_ID[experiment_id])
+  with config.model.unlocked():
+    for key, value in NARROW[experiment_id].items():
+      config_lib.set_value(config, key, value)
+  _smoke_run(config, tmp_path)
+
+
+def _smoke_run(config, tmp_path):
   from cnnjax.train.loop import train_and_evaluate
 
-  config = _smoke_config(experiment)
   if config.reproduce.init_from_experiment:
     # The transfer source, as `cnnjax reproduce` would train it first.
     source = _smoke_config(BY_ID[config.reproduce.init_from_experiment])
@@ -142,7 +170,7 @@ def test_experiment_smoke_run(experiment, tmp_path, fast_compiles):
   assert metric in result["final"], sorted(result["final"])
   assert math.isfinite(result["final"][metric])
   if config.reproduce.analysis:
-    from cnnjax.analysis import claims
+    from cnnjax.reproduce import analyses as claims
     run = {"slug": "base", "setting": {}, "seed": config.seed,
            "workdir": str(tmp_path / "run"), "result": result}
     figures = claims.run_analysis(config.reproduce.analysis, [run])

@@ -19,7 +19,7 @@ METHODS = ("class-model", "neuron", "deepdream", "style-transfer")
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-  from cnnjax.viz.run import load_run
+  from cnnjax.viz import load_trained as load_run
   workdir = train_tiny_workdir(str(tmp_path_factory.mktemp("synthesis_run")))
   return load_run(workdir)
 
@@ -162,19 +162,23 @@ def test_style_transfer_lowers_style_and_total_loss():
   assert arrays["final_losses"][0] < arrays["total_loss"][0]
 
 
+# Each method runs with a few steps by default, and at its default length
+# (which must stay under 10 s on a tiny model) under -m slow.
 @pytest.mark.parametrize("name", METHODS)
-def test_registered_methods_write_files(name, tmp_path):
+@pytest.mark.parametrize("sub", ["short", pytest.param("defaults",
+                                                       marks=pytest.mark.slow)])
+def test_registered_methods_write_files(name, sub, tmp_path):
   run = tiny_run()
-  for options, sub in ((Options(steps=10), "short"), (Options(), "defaults")):
-    start = time.perf_counter()
-    result = registry.run_method(name, run, options, str(tmp_path / sub))
-    elapsed = time.perf_counter() - start
-    assert elapsed < 10, f"{name} took {elapsed:.1f} s"
-    pngs = [f for f in result["files"] if f.endswith(".png")]
-    assert pngs and all(os.path.getsize(f) > 1000 for f in pngs)
-    npz = tmp_path / sub / f"{name}.npz"
-    assert str(npz) in result["files"]
-    with np.load(npz) as arrays:
-      assert np.all(np.isfinite(arrays["inputs"]))
-      assert arrays["images"].min() >= 0 and arrays["images"].max() <= 1
-    assert result["caption"]
+  options = Options(steps=10) if sub == "short" else Options()
+  start = time.perf_counter()
+  result = registry.run_method(name, run, options, str(tmp_path / sub))
+  elapsed = time.perf_counter() - start
+  assert elapsed < 10, f"{name} took {elapsed:.1f} s"
+  pngs = [f for f in result["files"] if f.endswith(".png")]
+  assert pngs and all(os.path.getsize(f) > 1000 for f in pngs)
+  npz = tmp_path / sub / f"{name}.npz"
+  assert str(npz) in result["files"]
+  with np.load(npz) as arrays:
+    assert np.all(np.isfinite(arrays["inputs"]))
+    assert arrays["images"].min() >= 0 and arrays["images"].max() <= 1
+  assert result["caption"]
