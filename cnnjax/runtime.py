@@ -104,8 +104,10 @@ def enable_compilation_cache(where: str = "auto", *, explicit: bool = False) -> 
       directory = None  # A read-only home: run without the cache, as before.
     if directory:
       jax.config.update("jax_compilation_cache_dir", directory)
-      jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                        CACHE_MIN_COMPILE_SECONDS)
+      # The user's JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS wins.
+      if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          CACHE_MIN_COMPILE_SECONDS)
   if explicit:
     _explicit_choice[:] = [directory]
   return directory

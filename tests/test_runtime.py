@@ -52,6 +52,9 @@ def test_xla_defaults_never_override_the_users_flag(cli_env):
 def test_the_second_train_of_a_model_compiles_from_the_cache(tmp_path, cli_env):
   cache = tmp_path / "cache"
   config = os.path.join(EXPERIMENTS, "mnist1d", "cnn.py")
+  # The tests' quick-compile flags make every program compile in under the
+  # cache's 0.5 s threshold: store them all here.
+  cli_env = dict(cli_env, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
 
   def train(workdir):
     subprocess.run(CLI + ["train", "--config", config, "--workdir", str(workdir),
