@@ -15,15 +15,24 @@ PyTorch's `nn.LocalResponseNorm` averages instead of summing the squares,
 i.e. it uses alpha / size. `alpha_per_size=True` reproduces that;
 equivalently, torch's LRN with alpha=A equals ours with alpha=A / size.
 
-Batch normalisation is flax's `nn.BatchNorm`, re-exported; see
-`TorchLikeBatchNorm` for the constants that match torch.
+Batch normalisation is flax's `nn.BatchNorm`, re-exported, and
+`TorchLikeBatchNorm`, the one every cnnjax model uses: torch's constants and
+torch's running-variance update (the unbiased batch variance), so that a
+model imported from PyTorch and trained here keeps the statistics its torch
+twin would. It overrides `BatchNorm.__call__` with flax's own helpers
+(`flax.linen.normalization._compute_stats`, `_normalize`), changing only
+the running-variance update; flax has no public hook for it.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.linen import normalization as flax_norm
 from jax import lax
 
 from cnnjax.errors import CnnjaxError
@@ -80,7 +89,8 @@ class LocalResponseNorm(nn.Module):
 
 
 class TorchLikeBatchNorm(nn.BatchNorm):
-  """`nn.BatchNorm` with torch's defaults: momentum 0.9, epsilon 1e-5.
+  """`nn.BatchNorm` that trains like torch's: momentum 0.9, epsilon 1e-5, and
+  running variances updated with the unbiased batch variance.
 
   Momentum conventions are opposite: torch updates
   running = (1 - m) * running + m * batch with m = 0.1, flax
@@ -88,13 +98,23 @@ class TorchLikeBatchNorm(nn.BatchNorm):
   (flax's own default is 0.99). Both use eps=1e-5 and normalise with the
   biased batch variance in training.
 
-  One difference remains: torch's running_var is updated with the *unbiased*
-  batch variance (times n / (n - 1), n = elements per channel), flax's with
-  the biased one. After a training step from running_var=1,
-  torch: 0.9 + 0.1 * var * n / (n - 1); flax: 0.9 + 0.1 * var. The outputs
-  in training, the running means, and eval outputs given the same running
-  statistics are identical. To import torch statistics, copy running_var as
-  is (it is used as a variance in eval by both).
+  The running variance is where flax and torch part: torch folds in the
+  *unbiased* batch variance, var * n / (n - 1) with n the elements per
+  channel the statistics were computed over (batch x spatial positions),
+  flax the biased one. The difference is small for big maps but not for
+  small ones (resnet18's last stage on a 32x32 input is 1x1, so n is the
+  batch size there), and an imported model fine-tuned here would drift from
+  its torch twin. `unbiased_running_var=True` (the default) updates `var` in
+  `batch_stats` as torch does; `False` keeps flax's biased update. Outputs,
+  running means and evaluation are the same either way; torch statistics
+  import as they are (running_var is a variance in eval for both).
+
+  n counts what the statistics saw: with a `mask`, the unmasked elements of
+  each channel; with `axis_name` (synchronised BN under pmap, shard_map or a
+  named vmap), the elements on every member of the axis, or of its
+  `axis_index_groups` group. For n <= 1 the unbiased variance is undefined
+  (torch refuses one value per channel in training; its kernel would store
+  nan), so the update falls back to the biased variance, 0 for n = 1.
 
   Channels are the last axis, any rank: (B, C), (B, W, C), (B, H, W, C), ...
   Pass `use_running_average=not train` at construction or call time and
@@ -102,6 +122,64 @@ class TorchLikeBatchNorm(nn.BatchNorm):
   """
   momentum: float = 0.9
   epsilon: float = 1e-5
+  unbiased_running_var: bool = True
+
+  @nn.compact
+  def __call__(self, x, use_running_average: bool | None = None, *,
+               mask: jax.Array | None = None):
+    """flax's `BatchNorm.__call__` (same variables, same maths, its own
+    helpers) but for the running variance's Bessel correction."""
+    use_running_average = nn.merge_param(
+        "use_running_average", self.use_running_average, use_running_average)
+    feature_axes = flax_norm._canonicalize_axes(x.ndim, self.axis)
+    reduction_axes = tuple(i for i in range(x.ndim) if i not in feature_axes)
+    feature_shape = [x.shape[ax] for ax in feature_axes]
+    stats_dtype = (jnp.float32 if self.force_float32_reductions
+                   else self.param_dtype)
+    ra_mean = self.variable("batch_stats", "mean",
+                            lambda s: jnp.zeros(s, stats_dtype), feature_shape)
+    ra_var = self.variable("batch_stats", "var",
+                           lambda s: jnp.ones(s, stats_dtype), feature_shape)
+
+    if use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+      if not self.force_float32_reductions:
+        mean = jnp.asarray(mean, self.param_dtype)
+        var = jnp.asarray(var, self.param_dtype)
+    else:
+      mean, var = flax_norm._compute_stats(
+          x, reduction_axes, dtype=self.dtype,
+          axis_name=self.axis_name if not self.is_initializing() else None,
+          axis_index_groups=self.axis_index_groups,
+          use_fast_variance=self.use_fast_variance, mask=mask,
+          force_float32_reductions=self.force_float32_reductions)
+      if not self.is_initializing():
+        batch_var = var
+        if self.unbiased_running_var:
+          batch_var = var * self._bessel_factor(x, reduction_axes, mask,
+                                                var.dtype)
+        m = self.momentum
+        ra_mean.value = m * ra_mean.value + (1 - m) * mean
+        ra_var.value = m * ra_var.value + (1 - m) * batch_var
+
+    return flax_norm._normalize(
+        self, x, mean, var, reduction_axes, feature_axes, self.dtype,
+        self.param_dtype, self.epsilon, self.use_bias, self.use_scale,
+        self.bias_init, self.scale_init, self.force_float32_reductions)
+
+  def _bessel_factor(self, x, reduction_axes, mask, dtype):
+    """n / (n - 1) per channel (1 where n <= 1), n the elements per channel
+    of this batch over the whole `axis_name` axis (or group), unmasked only."""
+    if mask is None:
+      n = math.prod(x.shape[ax] for ax in reduction_axes)
+    else:
+      present = jnp.broadcast_to(jnp.asarray(mask, bool), x.shape)
+      n = jnp.sum(present, axis=reduction_axes, dtype=jnp.int32)
+    if self.axis_name is not None:
+      n = lax.psum(n, self.axis_name,
+                   axis_index_groups=self.axis_index_groups)
+    n = jnp.asarray(n, dtype)
+    return jnp.where(n > 1, n / jnp.maximum(n - 1, 1), 1).astype(dtype)
 
 
 def batch_norm(*, train: bool, **kwargs: Any) -> TorchLikeBatchNorm:

@@ -282,20 +282,25 @@ def test_batch_norm(torch_cls, shape):
   stats = {"mean": np.zeros(channels, np.float32), "var": np.ones(channels, np.float32)}
 
   # One training step: identical outputs (both normalise with the biased
-  # batch variance) and identical running means.
+  # batch variance) and identical running statistics (both fold the
+  # unbiased batch variance into running_var).
   expected = back(ref.train()(x_torch))
   out, updates = L.batch_norm(train=True).apply(
       {"params": params, "batch_stats": stats}, x, mutable=["batch_stats"])
   _close(out, expected)
   new = updates["batch_stats"]
   _close(new["mean"], ref.running_mean.numpy())
-  # Running variances differ: torch folds in the unbiased batch variance,
-  # flax the biased one. Undo torch's n / (n - 1) to compare.
+  _close(new["var"], ref.running_var.numpy())
+  # flax's biased update, kept by unbiased_running_var=False, is torch's
+  # without the n / (n - 1).
   n = x.size // channels
+  _, biased = L.batch_norm(train=True, unbiased_running_var=False).apply(
+      {"params": params, "batch_stats": stats}, x, mutable=["batch_stats"])
   torch_batch_var = (ref.running_var.numpy() - 0.9) / 0.1
-  _close(new["var"], 0.9 + 0.1 * torch_batch_var * (n - 1) / n)
-  _close(new["var"], 0.9 + 0.1 * x.reshape(-1, channels).var(axis=0))
-  assert not np.allclose(new["var"], ref.running_var.numpy(), rtol=1e-4)
+  _close(biased["batch_stats"]["var"], 0.9 + 0.1 * torch_batch_var * (n - 1) / n)
+  _close(biased["batch_stats"]["var"], 0.9 + 0.1 * x.reshape(-1, channels).var(axis=0))
+  assert not np.allclose(biased["batch_stats"]["var"], ref.running_var.numpy(),
+                         rtol=1e-4)
 
   # Evaluation with torch's running statistics copied over: identical.
   variables = {"params": params,
