@@ -6,6 +6,9 @@ One file per family; importing the package imports every family, whose
 `@register_model` lines fill the registry (models/registry.py).
 """
 
+from cnnjax.models.backbone import (Backbone, FeatureStage,  # noqa: F401
+                                    backbone_variables, feature_backbone,
+                                    has_backbone)
 from cnnjax.models.registry import (MODELS, ModelSpec,  # noqa: F401
                                     create_model, list_models,
                                     model_description, model_input_dtype,

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from cnnjax import layers
 from cnnjax.errors import CnnjaxError
+from cnnjax.models.backbone import FeatureStage
 from cnnjax.models.registry import register_model
 
 
@@ -126,6 +127,25 @@ class DenseNet(nn.Module):
   num_classes: int = 1000
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+
+  def feature_stages(self) -> tuple[FeatureStage, ...]:
+    """The maps of a features_only backbone (models/backbone.py), numbered
+    as timm's: the stem's ReLU (the CIFAR stem: its convolution), every
+    dense block but the last (before its transition), final_bn's ReLU."""
+    imagenet = self.stem == "imagenet"
+    if imagenet:
+      stages = [FeatureStage("stem_bn", self.init_features, 2, "relu")]
+    else:
+      stages = [FeatureStage("stem_conv", self.init_features, 1)]
+    channels, reduction = self.init_features, 4 if imagenet else 1
+    for i, num_layers in enumerate(self.block_sizes):
+      channels += num_layers * self.growth_rate
+      if i + 1 < len(self.block_sizes):
+        stages.append(FeatureStage(f"denseblock{i + 1}", channels, reduction))
+        channels = int(math.floor(channels * self.compression))
+        reduction *= 2
+    stages.append(FeatureStage("final_bn", channels, reduction, "relu"))
+    return tuple(stages)
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):

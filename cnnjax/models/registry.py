@@ -18,6 +18,7 @@ from typing import Callable
 import flax.linen as nn
 
 from cnnjax.errors import CnnjaxError
+from cnnjax.models.backbone import feature_backbone
 from cnnjax.registry import Registry
 
 
@@ -66,9 +67,18 @@ def _module_fields(factory) -> set[str] | None:
   return None
 
 
-def create_model(name: str, **overrides) -> nn.Module:
-  """Builds the registered model `name`, with `overrides` for its fields."""
+def create_model(name: str, *, features_only: bool = False, out_indices=None,
+                 **overrides) -> nn.Module:
+  """Builds the registered model `name`, with `overrides` for its fields.
+
+  `features_only=True` gives its multi-scale feature backbone instead
+  (models/backbone.py, timm's meaning): a module returning the list of the
+  maps of stages `out_indices` (None: all), described by `feature_info`.
+  """
   spec = _spec(name)
+  if out_indices is not None and not features_only:
+    raise CnnjaxError("out_indices picks the stages of a feature backbone; "
+                      "it needs features_only=True.")
   fields = _module_fields(spec.factory)
   if fields is not None:
     unknown = sorted(set(overrides) - fields)
@@ -77,9 +87,13 @@ def create_model(name: str, **overrides) -> nn.Module:
           f"model '{name}' has no option {', '.join(repr(u) for u in unknown)}; "
           f"its options are: {', '.join(sorted(fields))}")
   try:
-    return spec.factory(**overrides)
+    model = spec.factory(**overrides)
   except TypeError as e:
     raise CnnjaxError(f"bad options for model '{name}': {e}") from e
+  if features_only:
+    return feature_backbone(model, out_indices, name=name,
+                            input_shape=spec.input_shape)
+  return model
 
 
 def list_models(pattern: str = "*") -> list[str]:

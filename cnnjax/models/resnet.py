@@ -71,6 +71,7 @@ The plain nets have the ResNets' counts (option-A shortcuts are free).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Sequence
 
@@ -82,6 +83,7 @@ from cnnjax.errors import CnnjaxError
 from cnnjax.layers.residual import (BLOCKS, BasicBlock, BottleneckBlock,
                                     PreActBasicBlock, PreActBottleneckBlock,
                                     shortcut_option)
+from cnnjax.models.backbone import FeatureStage
 from cnnjax.models.registry import register_model
 
 STEMS = ("imagenet", "small", "conv")
@@ -229,6 +231,30 @@ class ResidualNetwork(nn.Module):
       return "none"  # The stem ended with BN-ReLU.
     starts = changes if self.preact_shortcut == "changes" else index == 0
     return "both" if starts else "branch"
+
+  def feature_stages(self) -> tuple[FeatureStage, ...]:
+    """The maps of a features_only backbone (models/backbone.py), numbered
+    as timm's: the stem's ReLU (a bare 'conv' stem: its convolution), then
+    every stage's last block; pre-activation nets end with final_bn's ReLU.
+    """
+    block = self._block_class()
+    widths, stem_width = self._widths()
+    sizes = self._stage_sizes(block, len(widths))
+    imagenet = self.stem == "imagenet"  # A strided conv and a max pool.
+    if self.stem == "conv":
+      stages = [FeatureStage("stem_conv", stem_width, 1)]
+    else:
+      stages = [FeatureStage("stem_bn", stem_width, 2 if imagenet else 1,
+                             "relu")]
+    reduction = 4 if imagenet else 1
+    for s, (num_blocks, planes) in enumerate(zip(sizes, widths)):
+      reduction *= 2 if s > 0 else 1
+      stages.append(FeatureStage(f"stage{s + 1}_block{num_blocks - 1}",
+                                 planes * block.expansion, reduction))
+    if block.preactivation:
+      stages[-1] = dataclasses.replace(stages[-1], module="final_bn",
+                                       act="relu")
+    return tuple(stages)
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):

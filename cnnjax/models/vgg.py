@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax import layers
+from cnnjax.models.backbone import FeatureStage
 from cnnjax.models.registry import register_model
 
 _WIDTHS = (64, 128, 256, 512, 512)
@@ -57,6 +58,21 @@ class VGG(nn.Module):
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+
+  def feature_stages(self) -> tuple[FeatureStage, ...]:
+    """The maps of a features_only backbone (models/backbone.py), numbered
+    as timm's: every stage's last ReLU (before its pooling; A-LRN's first
+    stage: the LRN), then the last pooling's output."""
+    stages = []
+    for s, (kernels, width) in enumerate(zip(self.stages, self.widths)):
+      if self.lrn and s == 0 and len(kernels) == 1:
+        stages.append(FeatureStage("lrn", width, 1))
+      else:
+        bn = "_bn" if self.batch_norm else ""
+        stages.append(FeatureStage(f"conv{s + 1}_{len(kernels)}{bn}", width,
+                                   2**s, "relu"))
+    return (*stages, FeatureStage(f"pool{len(stages)}", stages[-1].num_chs,
+                                  2**len(stages)))
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
