@@ -30,7 +30,12 @@ average pooling to 4x4, so the heads keep their 4*4*128 inputs.
 `googlenet_tv` is torchvision's model: BatchNorm (eps 1e-3) after every
 bias-free convolution, 3x3 kernels in the "5x5" branch (a known slip kept
 for its pretrained weights), no LRN, a 2x2/2 fourth max pool, dropout 0.2 and
-always-adaptive auxiliary pooling. Max pools round their output sizes up
+always-adaptive auxiliary pooling. Its ImageNet weights were trained on
+inputs scaled to [-1, 1] ((x - 0.5) / 0.5 per channel), so torchvision
+turns on `transform_input` with them: the model takes the usual
+ImageNet-normalized input and first maps it back to that range
+(`transform_input=True` here; cnnjax.weights sets it when it imports them).
+Max pools round their output sizes up
 (`ceil_mode=True`, as torch's and Caffe's), giving 112, 56, 28, 14, 7 at
 224x224.
 """
@@ -62,6 +67,9 @@ INCEPTION_TABLE = {
 
 # The LRN of Caffe's bvlc_googlenet (the paper gives no constants): n=5,
 # k=1, alpha=1e-4 divided by n, beta=0.75.
+# ImageNet's channel statistics, which torchvision's preprocessing divides by.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 _LRN = dict(size=5, k=1.0, alpha=1e-4, beta=0.75, alpha_per_size=True)
 
 
@@ -160,6 +168,8 @@ class GoogLeNet(nn.Module):
     large_kernel: kernel of the "5x5" branch (3 in torchvision).
     pool4_window: window of the max pool before 5a (3 in the paper, 2 in
       torchvision; both give 7x7 from 14x14 with ceil rounding).
+    transform_input: map ImageNet-normalized inputs to (x - 0.5) / 0.5
+      first, as torchvision does for its pretrained weights.
     dropout_rate, aux_dropout_rate: before the classifier / in the aux heads.
     aux_adaptive_pool: always pool the aux heads' input adaptively to 4x4
       (torchvision) instead of 5x5/3 where that gives 4x4.
@@ -178,6 +188,7 @@ class GoogLeNet(nn.Module):
   aux_dropout_rate: float = 0.7
   aux_adaptive_pool: bool = False
   width_multiplier: float = 1.0
+  transform_input: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -217,6 +228,10 @@ class GoogLeNet(nn.Module):
 
     if jnp.issubdtype(x.dtype, jnp.floating):
       x = x.astype(self.dtype)
+    if self.transform_input:  # ImageNet mean/std normalization -> [-1, 1].
+      mean = jnp.asarray(IMAGENET_MEAN, x.dtype)
+      std = jnp.asarray(IMAGENET_STD, x.dtype)
+      x = x * (std / 0.5) + (mean - 0.5) / 0.5
     # Sizes at 224x224.
     x = unit(width(64), 7, strides=2, padding=3, name="conv1")(x)  # 112
     pool = functools.partial(layers.MaxPool, strides=2, ceil_mode=True)
