@@ -10,6 +10,8 @@ from __future__ import annotations
 import ml_collections
 
 PRECISIONS = ("float32", "bfloat16", "float16")
+# config.dataset.resize_mode: how an image folder's images reach image_size.
+RESIZE_MODES = ("square", "shorter_side_center_crop")
 
 # Keys that may change between a run and its resumption without invalidating
 # its checkpoints: durations and bookkeeping, never the model or the data.
@@ -53,6 +55,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.eval_splits = ()
   c.dataset.subset = ""  # MedMNIST: the flag, e.g. 'pathmnist'
   c.dataset.image_size = 0  # 0: as stored; else resize (square) when loading
+  # Image folders: 'square' resizes each image to image_size x image_size
+  # (bilinear); 'shorter_side_center_crop' resizes its shorter side to
+  # resize_size and keeps the central image_size square, torchvision's
+  # Resize(resize_size) + CenterCrop(image_size) evaluation transform on PIL
+  # images. resize_size 0 takes image_size / 0.875 (224 -> 256, 299 -> 342).
+  c.dataset.resize_mode = "square"
+  c.dataset.resize_size = 0
   # Data no larger than this (MiB, as stored) is held on the device and
   # batched inside the jitted step; larger data streams from the host.
   c.dataset.max_device_mb = 4096

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import ml_collections
 
-from cnnjax.config.base import PRECISIONS
+from cnnjax.config.base import PRECISIONS, RESIZE_MODES
 from cnnjax.errors import CnnjaxError
 
 
@@ -78,6 +78,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.dataset.smoke_data not in ("auto", "synthetic", "real"):
     raise CnnjaxError("config.dataset.smoke_data must be auto, synthetic or "
                       f"real, got '{config.dataset.smoke_data}'")
+  check_resize(config.dataset)
   if not 0.0 <= config.loss.label_smoothing < 1.0:
     raise CnnjaxError("config.loss.label_smoothing must be in [0, 1), got "
                       f"{config.loss.label_smoothing}")
@@ -111,6 +112,38 @@ def _validate_transfer(config: ml_collections.ConfigDict) -> None:
   if not t.init_from and (t.freeze != "none" or t.reinit or t.backbone_lr_factor != 1.0):
     raise CnnjaxError("config.transfer.freeze, reinit and backbone_lr_factor "
                       "need config.transfer.init_from (the run to start from)")
+
+
+def check_resize(dataset: ml_collections.ConfigDict) -> None:
+  """config.dataset.resize_mode and resize_size (image folders), checked.
+
+  The image-folder loader calls it too, since `cnnjax eval` reads a run's
+  stored config without validating it.
+  """
+  mode = dataset.get("resize_mode", "square")
+  size = dataset.get("resize_size", 0)
+  image_size = dataset.get("image_size", 0) or 0
+  if mode not in RESIZE_MODES:
+    raise CnnjaxError(f"config.dataset.resize_mode must be {' or '.join(RESIZE_MODES)}, "
+                      f"got '{mode}'")
+  if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+    raise CnnjaxError("config.dataset.resize_size must be a whole number of pixels "
+                      f">= 0 (0: image_size / 0.875), got {size!r}")
+  if mode == "square":
+    if size:
+      raise CnnjaxError("config.dataset.resize_size applies only to "
+                        "config.dataset.resize_mode='shorter_side_center_crop', but the "
+                        "resize_mode is 'square'")
+    return
+  if dataset.get("name", "") != "image_folder":
+    raise CnnjaxError(f"config.dataset.resize_mode='{mode}' works with the image_folder "
+                      f"source only, not '{dataset.get('name', '')}'")
+  if image_size <= 0:
+    raise CnnjaxError(f"config.dataset.resize_mode='{mode}' needs "
+                      "config.dataset.image_size, the side of the central crop (e.g. 224)")
+  if 0 < size < image_size:
+    raise CnnjaxError(f"config.dataset.resize_size ({size}) must be at least "
+                      f"config.dataset.image_size ({image_size}), the crop cut from it")
 
 
 def parse_multipliers(rules: Sequence[str]) -> list[tuple[re.Pattern, float]]:

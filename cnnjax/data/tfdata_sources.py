@@ -216,8 +216,17 @@ def _tfds_stream(tfds, builder, specs, sizes, image_key, label_key, shape,
 
 
 def image_folder_stream(splits, classes, channels, image_size, dataset_config,
-                        metadata) -> StreamDataset:
-  """An image folder streamed from disk: paths shuffled per epoch, decoded by tf.data."""
+                        metadata, decode=None) -> StreamDataset:
+  """An image folder streamed from disk: paths shuffled per epoch, decoded by tf.data.
+
+  `decode(path) -> uint8 (H, W[, C])`, when given, replaces TensorFlow's
+  decoding and square resize: the images are then the in-memory path's,
+  pixel for pixel (PIL in a `tf.numpy_function`; the shorter-side resize and
+  center crop of `config.dataset.resize_mode`). Evaluation then ignores
+  `center_crop` (the crop is the policy's), and so does training without
+  `crop_scale`; random resized crops are still cut by TensorFlow from the
+  full image.
+  """
   tf = import_tensorflow()
   from cnnjax.data.arrays import data_key_for_seed
   from cnnjax.data.stream import epoch_order
@@ -228,29 +237,41 @@ def image_folder_stream(splits, classes, channels, image_size, dataset_config,
   def read(path, label):
     return tf.io.read_file(path), label
 
+  def decoded(path, label, *unused_seed):
+    image = tf.numpy_function(lambda p: decode(p.decode()).reshape(shape), [path],
+                              tf.uint8, stateful=False)
+    image.set_shape(shape)
+    return image, label
+
+  def records(paths, labels, pil):
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    return ds if pil else ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+
   def train_batches(batch_size, start_step, seed, crop_scale=(), crop_ratio=(3 / 4, 4 / 3)):
     paths, labels = splits["train"]
     paths = np.asarray(paths)
     steps_per_epoch = len(paths) // batch_size
     data_key = data_key_for_seed(seed)
-    transform = tfdata.train_transform(image_size, channels, crop_scale, crop_ratio)
+    pil = decode is not None and not crop_scale
+    transform = (decoded if pil else
+                 tfdata.train_transform(image_size, channels, crop_scale, crop_ratio))
 
     def epoch_records(epoch):
       order = epoch_order(data_key, epoch, len(paths))
       # Each host takes every process_count-th example of the global order.
       order = order[process_index::process_count]
-      ds = tf.data.Dataset.from_tensor_slices((paths[order], labels[order]))
-      return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+      return records(paths[order], labels[order], pil)
 
     return tfdata.train_stream(epoch_records, steps_per_epoch,
                                batch_size // process_count, start_step, seed, transform)
 
   def eval_batches(split, batch_size, center_crop=False):
     paths, labels = splits[split]
-    ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), labels))
-    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
-    return tfdata.eval_stream(ds, batch_size,
-                              tfdata.eval_transform(image_size, channels, center_crop))
+    pil = decode is not None
+    transform = (decoded if pil else
+                 tfdata.eval_transform(image_size, channels, center_crop))
+    return tfdata.eval_stream(records(np.asarray(paths), labels, pil), batch_size,
+                              transform)
 
   return StreamDataset(
       name="image_folder", num_classes=len(classes), input_shape=shape,

@@ -167,7 +167,14 @@ def test_every_experiment_loads_validates_and_names_a_known_source(name):
   from cnnjax.data import list_datasets
   from cnnjax.models import list_models
   from conftest import EXPERIMENTS
-  config = config_lib.load_config(os.path.join(EXPERIMENTS, name))
+  path = os.path.join(EXPERIMENTS, name)
+  config = config_lib.load_config(path)
+  module = config_lib.import_experiment_file(path)
+  if not config.model.name and hasattr(module, "apply_reference"):
+    # An evaluation config for converted weights (imagenet/eval_torchvision.py):
+    # the model, and with it the published target, come from the user.
+    config.model.name = "resnet50"
+    module.apply_reference(config)
   config_lib.validate(config)
   assert config.model.name in list_models()
   tfds = pytest.importorskip("tensorflow_datasets")
