@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import os
 
 import jax
@@ -50,8 +51,13 @@ def weight_grad_chunks(batch: int, platform: str | None = None,
                        channel_pairs: int = 1) -> int:
   """How many batch chunks the weight gradient is split into (1: none).
 
-  `channel_pairs`: input channels (per group) times output channels.
+  `channel_pairs`: input channels (per group) times output channels. A
+  symbolic batch (a `jax.export` with a batch dimension of unknown size)
+  gets 1: its size cannot be compared here, and XLA's own convolution is
+  exact for any batch.
   """
+  if not isinstance(batch, numbers.Integral):
+    return 1
   if (platform or jax.default_backend()) != "cpu":
     return 1
   fixed = os.environ.get("CNNJAX_WEIGHT_GRAD_CHUNKS")
