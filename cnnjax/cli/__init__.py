@@ -10,6 +10,8 @@
     cnnjax benchmark MODEL [--batch-size B] [--dtype float32|bfloat16] [--steps N] [--compare torch] [--json PATH]
     cnnjax sweep --config FILE --grid KEY=V1,V2 [--grid ...] [--seeds N] [--config.a.b=value ...]
     cnnjax reproduce [--filter TEXT ...] [--smoke] [--seeds N] [--list] [--config.a.b=value ...]
+    cnnjax convert FILE --model NAME --out RUN [--num-classes N] [--config FILE ...] | --list
+    cnnjax export --workdir RUN --format stablehlo|onnx|torch [--out PATH]
 """
 
 from __future__ import annotations
@@ -69,6 +71,13 @@ def cmd_eval(args, overrides: list[str]) -> int:
 
   result = evaluate_workdir(args.workdir, which="best" if args.best else "latest")
   print(json.dumps(result, indent=2))
+  from cnnjax.runs import Run
+
+  reference = Run.open(args.workdir).config.get("reference", {})
+  metric = reference.get("metric", "")
+  if metric and metric in result and reference.get("value") is not None:
+    print(f"Published {metric}: {reference['value']} ({reference.get('source', '')}); "
+          f"measured: {result[metric]:.4f}", file=sys.stderr)  # stdout: JSON only
   return 0
 
 
@@ -531,6 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--vmap-seeds", action="store_true",
                  help="train each setting's seeds together in one vmapped step")
   p.set_defaults(func=cmd_reproduce, takes_overrides=True)
+
+  from cnnjax.cli import weights
+
+  weights.add_commands(sub)
   return parser
 
 
