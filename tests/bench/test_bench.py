@@ -58,6 +58,7 @@ def test_twins_compute_the_same_function(name, shape):
   np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # tests/layers/test_batchnorm_update.py checks a step in the default suite.
 def test_one_training_step_matches_torch():
   """The benchmarked step (SGD, momentum, weight decay, BN in training mode)
   moves the weights exactly as the PyTorch twin's does."""

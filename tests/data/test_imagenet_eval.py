@@ -144,6 +144,7 @@ def test_a_folder_with_only_val_evaluates_and_refuses_training(folders):
     get_dataset(_cfg(data_dir, eval_splits=()))
 
 
+@pytest.mark.slow  # TensorFlow's import.
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
                     reason="the streamed path needs TensorFlow")
 def test_streamed_inputs_equal_torchvisions(folders):

@@ -26,10 +26,10 @@ import pytest
 
 from cnnjax import layers as L
 from cnnjax.models.registry import create_model
-from conftest import fill_variables
+from cnnjax.weights import export_state_dict, import_state_dict
+from conftest import import_torchvision
 
 torch = pytest.importorskip("torch")
-from cnnjax.bench import torch_models as tm  # noqa: E402
 
 RTOL = 1e-6  # float32 statistics against torch's (double-accumulated) ones.
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -248,6 +248,7 @@ _GROUPS_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # A subprocess with 4 devices.
 def test_axis_index_groups_count_the_group():
   """`axis_index_groups` (pmap only: vmap refuses groups): n is the group's
   count, 2 devices x 6 elements. Four CPU devices need a fresh process."""
@@ -262,19 +263,26 @@ def test_axis_index_groups_count_the_group():
 # -- one resnet18 training step ---------------------------------------------------
 
 
-def _resnet18_twin(variables):
-  twin = tm.create_torch_model("resnet18", 10, 3)
-  tm.load_flax_variables(twin, variables, stage_sizes=[2, 2, 2, 2])
-  return twin.train()
+def _torchvision_resnet18():
+  tv = import_torchvision()
+  torch.manual_seed(6)
+  twin = tv.models.resnet18(num_classes=10)
+  g = torch.Generator().manual_seed(7)
+  for m in twin.modules():  # Non-trivial starting statistics.
+    if isinstance(m, torch.nn.BatchNorm2d):
+      m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+      m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+  return twin
 
 
-def _torch_resnet18_step(variables, x, labels):
+def _torch_resnet18_step(twin, x, labels):
   """torch.optim.SGD(lr 0.1, momentum 0.9, weight_decay 1e-4), one step."""
-  twin = _resnet18_twin(variables)
+  twin.train()
   opt = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9,
                         weight_decay=1e-4)
   loss = torch.nn.functional.cross_entropy(
-      twin(tm.to_torch_input(x)), torch.from_numpy(labels.astype(np.int64)))
+      twin(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())),
+      torch.from_numpy(labels.astype(np.int64)))
   opt.zero_grad()
   loss.backward()
   opt.step()
@@ -304,10 +312,9 @@ def _jax_resnet18_step(model, variables, x, labels):
 
 
 def _as_torch(params, stats):
-  """cnnjax variables in the twin's state_dict layout (load_flax_variables'
-  mapping: OIHW kernels, transposed dense kernel, BN weight/bias/running)."""
-  twin = _resnet18_twin({"params": params, "batch_stats": stats})
-  return _tensors(twin)
+  """cnnjax variables as the twin's state dict (cnnjax.weights' export)."""
+  state = export_state_dict("resnet18", {"params": params, "batch_stats": stats})
+  return {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
 
 
 def _tensors(twin):
@@ -322,7 +329,8 @@ def _check_state(ours, theirs, names):
 
 
 def test_resnet18_training_step_matches_torch(monkeypatch):
-  """One SGD step of resnet18 on a (4, 32, 32, 3) batch, in train mode:
+  """One SGD step of a resnet18 imported from torchvision (random weights,
+  non-trivial running statistics) on a (4, 32, 32, 3) batch, in train mode:
   loss, every parameter and every running statistic as torch's. The last
   stage is 1x1 there (n = 4), where the biased update is 4/3 too small in
   its batch term: with `unbiased_running_var=False` the statistics differ.
@@ -333,19 +341,15 @@ def test_resnet18_training_step_matches_torch(monkeypatch):
   of the step, not to 1e-5 absolute; we ask for 5e-4 of each tensor's
   largest update (seen: <= 1.5e-4). The running statistics agree to 1e-5.
   """
-  model = create_model("resnet18", num_classes=10)
+  twin = _torchvision_resnet18()
+  imported = import_state_dict("resnet18", _tensors(twin), input_shape=(32, 32, 3))
+  model, variables = imported.model, jax.tree.map(np.asarray, imported.variables)
   x = _rng(6).standard_normal((4, 32, 32, 3)).astype(np.float32)
   labels = np.array([0, 3, 7, 9], np.int32)
-  variables = fill_variables(jax.eval_shape(
-      lambda: model.init(jax.random.key(0), x)), seed=6)
-  variables = jax.tree.map(np.asarray, variables)
-  rng = _rng(7)
-  variables["batch_stats"] = jax.tree.map(  # Non-trivial starting statistics.
-      lambda a: rng.uniform(0.5, 1.5, a.shape).astype(np.float32),
-      variables["batch_stats"])
   before = _as_torch(variables["params"], variables["batch_stats"])
+  assert all(np.array_equal(before[k], v) for k, v in _tensors(twin).items())
 
-  torch_loss, twin = _torch_resnet18_step(variables, x, labels)
+  torch_loss, twin = _torch_resnet18_step(twin, x, labels)
   theirs = _tensors(twin)
   loss, params, stats = _jax_resnet18_step(model, variables, x, labels)
   ours = _as_torch(params, stats)
@@ -371,7 +375,7 @@ def test_resnet18_training_step_matches_torch(monkeypatch):
   _, updates = jax.jit(lambda v: biased.apply(
       v, x, train=True, mutable=["batch_stats"]))(variables)
   old = _as_torch(params, updates["batch_stats"])
-  last = "blocks.7.bn2.running_var"  # stage4_block1/bn2: 1x1 map, n = 4.
+  last = "layer4.1.bn2.running_var"  # stage4_block1/bn2: 1x1 map, n = 4.
   gap = np.abs(old[last] - theirs[last]).max()
   assert gap > 1e-3, gap
   _check_state(old, theirs, [k for k in running if k.endswith("_mean")])

@@ -54,7 +54,10 @@ SLOW = ("cifar10/resnet32", "cifar10/resnet44", "cifar10/resnet56", "cifar10/res
         # cifar10/resnet20 smoke-runs on its stand-in in tests/data/test_standin.py;
         # lenet5_transfer trains lenet5_first5 as its source, and 5to9_scratch is
         # its target without the transfer.
-        "cifar10/resnet20", "digits/lenet5_first5", "digits/lenet5_5to9_scratch")
+        "cifar10/resnet20", "digits/lenet5_first5", "digits/lenet5_5to9_scratch",
+        # transfer_target trains transfer_source (both narrow by default), and
+        # transfer_scratch is the target without the transfer.
+        "cifar10/transfer_")
 
 # The default suite runs these experiments' data, recipe and model family
 # with a narrow model (the full-size smoke runs are under -m slow).
@@ -63,6 +66,7 @@ NARROW = {"imagenet/alexnet": {  # The two-GPU layout's groups, 1/6 of the width
               "model.convs": ((16, 11, 4, 0, 1, True, True), (32, 5, 1, 2, 2, True, True),
                               (64, 3, 1, 1), (64, 3, 1, 1, 2), (32, 3, 1, 1, 2, True))},
           "cifar10/resnet18": {"model.width": 8, "model.stage_sizes": (1, 1, 1, 1)},
+          "cifar10/transfer_target": {"model.width": 8, "model.stage_sizes": (1, 1, 1, 1)},
           "medmnist/resnet18_28/chestmnist": {"model.width": 8,
                                               "model.stage_sizes": (1, 1, 1, 1)}}
 
@@ -157,21 +161,30 @@ def test_experiment_smoke_run(experiment, tmp_path, fast_compiles):
   _smoke_run(config, tmp_path)
 
 
-@pytest.mark.parametrize("experiment_id", sorted(NARROW))
+@pytest.mark.parametrize("experiment_id", [
+    # The digits pair already runs reproduce's source-then-target path here.
+    pytest.param(e, marks=pytest.mark.slow) if e == "cifar10/transfer_target" else e
+    for e in sorted(NARROW)])
 def test_experiment_smoke_run_with_a_narrow_model(experiment_id, tmp_path, fast_compiles):
   config = _smoke_config(BY_ID[experiment_id])
+  _narrow(config, NARROW[experiment_id])
+  _smoke_run(config, tmp_path, NARROW[experiment_id])
+
+
+def _narrow(config, overrides):
   with config.model.unlocked():
-    for key, value in NARROW[experiment_id].items():
+    for key, value in overrides.items():
       config_lib.set_value(config, key, value)
-  _smoke_run(config, tmp_path)
 
 
-def _smoke_run(config, tmp_path):
+def _smoke_run(config, tmp_path, narrow=None):
   from cnnjax.train.loop import train_and_evaluate
 
   if config.reproduce.init_from_experiment:
-    # The transfer source, as `cnnjax reproduce` would train it first.
+    # The transfer source, as `cnnjax reproduce` would train it first (as
+    # narrow as its target, whose layers it must fit).
     source = _smoke_config(BY_ID[config.reproduce.init_from_experiment])
+    _narrow(source, narrow or {})
     train_and_evaluate(source, str(tmp_path / "source"))
     with config.unlocked():
       config.transfer.init_from = str(tmp_path / "source")

@@ -306,6 +306,7 @@ def _files(directory):
                 for root, _, names in os.walk(directory) for name in names)
 
 
+@pytest.mark.slow  # Two CLI processes each (about 20 s); the slow tier runs them.
 def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_one_before_resumes(
     tmp_path, runs, finished, cli_env):
   shutil.copytree(finished.start(cli_env).two_checkpoints(), tmp_path / "w")
@@ -341,6 +342,7 @@ def own_state():
   return setup.build(config).state
 
 
+@pytest.mark.slow  # Needs the `finished` reference run (CLI processes, ~15 s).
 def test_a_checkpoint_of_another_model_is_refused_and_nothing_moves(
     tmp_path, finished, cli_env, own_state):
   from cnnjax import config as config_lib
@@ -374,6 +376,7 @@ def test_a_checkpoint_of_another_model_is_refused_and_nothing_moves(
   assert (step, int(state.step), meta["step"]) == (latest, latest, latest)
 
 
+@pytest.mark.slow  # Needs the `finished` reference run (CLI processes, ~15 s).
 def test_temporary_dirs_of_unfinished_writes_are_not_steps(
     tmp_path, finished, cli_env, own_state):
   checkpoints = tmp_path / "checkpoints"
@@ -395,6 +398,7 @@ def test_temporary_dirs_of_unfinished_writes_are_not_steps(
       [str(CHECKPOINT_EVERY), str(latest)] + unfinished)
 
 
+@pytest.mark.slow  # Two CLI processes each (about 20 s); the slow tier runs them.
 def test_a_half_written_checkpoint_is_moved_aside_and_saving_goes_on(
     tmp_path, finished, cli_env, own_state, capsys):
   checkpoints = str(tmp_path / "checkpoints")
