@@ -84,6 +84,18 @@ def test_convert_then_eval_reproduces_torchvision(tmp_path, torch_file, capsys):
   assert result["val/accuracy"] == pytest.approx(accuracy, abs=1e-6)
   assert result["val/loss"] == pytest.approx(loss, abs=1e-4)
   assert "Published val/accuracy: 0.69758" in captured.err
+  # visualize reads a converted run too: Grad-CAM of the network on a folder
+  # held in memory (one with train/; evaluation-only folders stream, and
+  # visualization says so in one sentence).
+  import shutil
+  shutil.copytree(os.path.join(data_dir, "val"), os.path.join(data_dir, "train"))
+  viewed = str(tmp_path / "viewed")
+  assert main(["convert", path, "--model", "resnet18", "--out", viewed,
+               "--config", EVAL_CONFIG, f"--config.dataset.data_dir={data_dir}",
+               SHALLOW]) == 0
+  assert main(["visualize", "gradcam", "--workdir", viewed, "--split", "val",
+               "--num-examples", "2", "--out", str(tmp_path / "viz")]) == 0
+  assert any(name.endswith(".png") for name in os.listdir(tmp_path / "viz"))
 
 
 def test_export_torch_loads_strictly_with_the_same_logits(tmp_path, torch_file):
