@@ -6,7 +6,7 @@ conversions (convert.py) and safe file reading (files.py).
     model, variables = create_model("resnet18", pretrained="resnet18-f37072fd.pth")
 """
 
-from cnnjax.weights.api import (Pretrained, create_model, describe_twin,  # noqa: F401
+from cnnjax.weights.api import (Pretrained, create_model,  # noqa: F401
                                 export_state_dict, import_state_dict,
                                 load_pretrained)
 from cnnjax.weights.convert import (ImportReport, WeightsMismatchError,  # noqa: F401

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from typing import Any, Mapping
+from typing import Mapping
 
 import flax.linen as nn
 import jax
@@ -136,13 +136,3 @@ def export_state_dict(name: str, variables, path: str | None = None
   if path is not None:
     files.write_state_dict(state, path)
   return state
-
-
-def describe_twin(name: str) -> dict[str, Any]:
-  twin = twin_of(name)
-  return {"model": name, "library": twin.library, "twin": twin.name,
-          "builder": twin.builder(), "weights": twin.weights,
-          "model_fields": twin.import_fields}
-
-
-

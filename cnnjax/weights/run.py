@@ -104,9 +104,7 @@ def export_run_weights(workdir: str, out: str | None = None, *,
   kwargs["num_classes"] = int(np.shape(head)[-1])
   if fields.get("transform_input") is not None and twin.name == "googlenet":
     kwargs["transform_input"] = bool(fields["transform_input"])
-  args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-  builder = (f"timm.create_model({twin.name!r}, {args})" if twin.library == "timm"
-             else f"torchvision.models.{twin.name}({args})")
+  builder = twin.builder(kwargs)
   sidecar = {"library": twin.library, "model": twin.name, "kwargs": kwargs,
              "builder": builder, "cnnjax_model": name, "run": run.workdir,
              "checkpoint": str(which), "step": run.step(which),

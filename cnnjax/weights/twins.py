@@ -102,9 +102,11 @@ class Twin:
     return key.endswith(".num_batches_tracked") or any(
         re.fullmatch(p, key) for p in self.ignored)
 
-  def builder(self) -> str:
-    """The Python call that builds the twin, for messages and docs."""
-    args = ", ".join(f"{k}={v!r}" for k, v in self.torch_kwargs.items())
+  def builder(self, kwargs: dict[str, Any] | None = None) -> str:
+    """The Python call that builds the twin (with `kwargs`, default
+    `torch_kwargs`), for messages, docs and export sidecars."""
+    kwargs = self.torch_kwargs if kwargs is None else kwargs
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
     if self.library == "timm":
       return f"timm.create_model({self.name!r}{', ' + args if args else ''})"
     return f"torchvision.models.{self.name}({args})"
