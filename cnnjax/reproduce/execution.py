@@ -49,7 +49,8 @@ def reproduce_one(experiment: Experiment, *, workdir: str, seeds: int | None = N
   source_id = config.reproduce.init_from_experiment
   if source_id:
     init_from = _reproduce_source(experiment, source_id, workdir=workdir,
-                                  smoke=smoke, experiments=experiments,
+                                  smoke=smoke, overrides=overrides,
+                                  experiments=experiments,
                                   progress=progress, chain=(experiment.id,))
     with config.unlocked():
       config.transfer.init_from = init_from
@@ -69,29 +70,37 @@ def reproduce_one(experiment: Experiment, *, workdir: str, seeds: int | None = N
 
 
 def _reproduce_source(target: Experiment, source_id: str, *, workdir: str,
-                      smoke: bool, experiments: Sequence[Experiment] | None,
+                      smoke: bool, overrides: Sequence[str],
+                      experiments: Sequence[Experiment] | None,
                       progress: Callable[[str], Any] | None,
                       chain: tuple[str, ...]) -> str:
-  """Reproduces the seed 0 of a transfer source; returns that run's workdir."""
+  """Reproduces the seed 0 of a transfer source; returns that run's workdir.
+
+  The user's overrides apply to the source as to the target (a data
+  directory, a progress bar), so that the source's run is the one a
+  `cnnjax reproduce` of the source with the same command line would make.
+  """
   if source_id in chain:
     raise CnnjaxError("reproduce.init_from_experiment makes a loop: "
                       + " -> ".join(chain + (source_id,)))
   if experiments is None:
     experiments = discover(target.root)
   source = find(experiments, source_id)
-  source_plan = plan(source, seeds=1, smoke=smoke)
+  source_plan = plan(source, seeds=1, smoke=smoke, overrides=overrides)
   config = source_plan.config
   upstream = config.reproduce.init_from_experiment
   if upstream:
     with config.unlocked():
       config.transfer.init_from = _reproduce_source(
-          source, upstream, workdir=workdir, smoke=smoke, experiments=experiments,
+          source, upstream, workdir=workdir, smoke=smoke, overrides=overrides,
+          experiments=experiments,
           progress=progress, chain=chain + (source_id,))
   if progress:
     progress(f"  first the source of its transfer, {source_id} (seed 0)")
   summary = sweep.run(config, source_plan.grid, [0],
                       workdir=os.path.join(workdir, source.id),
-                      config_path=source.path, progress=progress)
+                      overrides=overrides, config_path=source.path,
+                      progress=progress)
   first = summary.runs[0]  # The first setting's seed 0.
   if first["status"] == "failed":
     raise CnnjaxError(f"the source run of '{target.id}' ({source_id}, "

@@ -446,6 +446,33 @@ def test_init_from_experiment_trains_from_the_sources_first_run(trained):
   assert "Starts from the run in" in reproduce.render_card(transfer)
 
 
+def test_a_transfer_sources_runs_take_the_users_overrides(tmp_path, fake_training):
+  # The user's overrides (a data directory, say) are for every run, the
+  # transfer's source included: reproducing the source alone and then its
+  # target with the same command line shares the source's run.
+  write_experiment(tmp_path, "mnist1d/source.py")
+  write_experiment(tmp_path, "mnist1d/target.py", """\
+      config.reproduce.init_from_experiment = 'mnist1d/source'
+      """)
+  experiments = experiments_of(tmp_path)
+  source, target = (reproduce.find(experiments, i)
+                    for i in ("mnist1d/source", "mnist1d/target"))
+  workdir = str(tmp_path / "runs")
+  overrides = ["dataset.num_samples=900"]
+  reproduce.reproduce_one(source, workdir=workdir, overrides=overrides,
+                          experiments=experiments)
+  card = reproduce.reproduce_one(target, workdir=workdir, overrides=overrides,
+                                 experiments=experiments)
+  assert len(fake_training) == 2  # The source once, then the target.
+  assert [c.dataset.num_samples for c in fake_training] == [900, 900]
+  assert card["init_from"] == os.path.join(workdir, "mnist1d", "source", "base", "seed_0")
+  # Straight to the target in a fresh workdir: its source trains with them too.
+  fresh = str(tmp_path / "fresh")
+  reproduce.reproduce_one(target, workdir=fresh, overrides=overrides,
+                          experiments=experiments)
+  assert [c.dataset.num_samples for c in fake_training[2:]] == [900, 900]
+
+
 # --------------------------------------------------------------------------
 # The command line
 
