@@ -19,6 +19,7 @@ RESUMABLE_KEYS = ("num_steps", "num_epochs", "log_every", "eval_every",
                   "checkpoint_every", "keep_checkpoints", "progress_bar",
                   # The same global batch on other devices: the same run.
                   "parallel.num_devices", "parallel.distributed",
+                  "parallel.preemption_check_every",
                   # What the run aims at and how `reproduce` reports it, and
                   # keys that only smoke runs read.
                   "reference.*", "reproduce.*", "smoke_image_size",
@@ -104,6 +105,11 @@ def base_config() -> ml_collections.ConfigDict:
   # are averaged over the devices.
   c.parallel.batch_norm = "global"
   c.parallel.distributed = False  # call jax.distributed.initialize() (multi-host)
+  # Several processes: every this many steps they agree on SIGTERM/SIGINT
+  # (one number all-gathered, a host sync), so that all checkpoint the same
+  # step and stop. 0: at the log steps (log_every), where the loop waits for
+  # the devices anyway. One process checks every step, without a sync.
+  c.parallel.preemption_check_every = 0
 
   # Mixed precision: the computation dtype of the model (parameters, the
   # optimizer and the loss stay float32). float16 uses dynamic loss scaling.
@@ -242,6 +248,13 @@ def base_config() -> ml_collections.ConfigDict:
   # 'KEY=V1,V2,...' strings: each setting (their cross product) is one row
   # of the result card (the material's claims: plain vs residual, ...).
   c.reproduce.compare = ()
+  # What the compare rows should show, tested on the card with the
+  # seed-paired difference of two rows and its 95% t-interval: strings
+  # '[METRIC: ]LEFT > RIGHT' (or '<'), each side naming one row by its
+  # compare settings as the row labels write them ('translate=2 >
+  # translate=0'); METRIC defaults to reference.metric (grammar:
+  # reproduce/planning.py, `parse_claims`).
+  c.reproduce.claim = ()
   # One sentence on how this run departs from the paper (budget, data).
   c.reproduce.note = ""
   # An experiment id (e.g. 'digits/lenet5_first5') reproduced first; its

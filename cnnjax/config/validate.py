@@ -52,6 +52,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f"'per_device', got '{config.parallel.batch_norm}'")
   if config.parallel.num_devices < 0:
     raise CnnjaxError("config.parallel.num_devices cannot be negative")
+  if config.parallel.get("preemption_check_every", 0) < 0:
+    raise CnnjaxError("config.parallel.preemption_check_every cannot be negative")
   if config.precision not in PRECISIONS:
     raise CnnjaxError(f"config.precision must be one of {', '.join(PRECISIONS)}, "
                       f"got '{config.precision}'")

@@ -20,6 +20,20 @@ readable checkpoint, metrics are logged every `log_every` steps (the only
 host syncs), evaluation and checkpoints come every `eval_every` and
 `checkpoint_every` steps, SIGINT/SIGTERM save a checkpoint before stopping,
 and a non-finite loss stops the run with the last good checkpoint kept.
+
+Preemption of a multi-process run. The processes must stop at the same step:
+each train step holds collectives, so one process that stopped alone would
+leave the others waiting. A signal only sets a flag (`_SignalFlag`); every
+`parallel.preemption_check_every` steps (default: the log steps, where the
+loop waits for the devices anyway) the processes all-gather their flags
+(`parallel.max_over_processes`), and if any was signalled, all checkpoint
+that step and raise `TrainingInterrupted`, the unsignalled ones saying that
+another process was. A single process checks its flag after every step, with
+no host sync. JAX's own `multihost_utils.reached_preemption_sync_point` was
+not used: its notifier is a C++ SIGTERM handler that any Python handler
+replaces (tried on CPU with Gloo: alone it agrees on a step; with our
+handler installed it never fires), it does not see SIGINT nor say which
+signal came, and it must be asked at every step.
 """
 
 from __future__ import annotations
@@ -41,7 +55,7 @@ from cnnjax import config as config_lib
 from cnnjax import runtime
 from cnnjax.data import get_dataset
 from cnnjax.errors import CnnjaxError
-from cnnjax.parallel import initialize_distributed, is_primary
+from cnnjax.parallel import initialize_distributed, is_primary, max_over_processes
 from cnnjax.runs import Run
 from cnnjax.train.evaluation import Evaluation, evaluate_run, save_artifacts
 from cnnjax.train.setup import Setup, build, seed_keys, train_function, train_inputs
@@ -249,12 +263,17 @@ class _Driver:
     self.runs = [Run(w) for w in workdirs]
     self.config_path = config_path
     self.k = len(self.configs)
+    self.stop: _SignalFlag | None = None  # Taken early in multi-host runs.
 
   def run(self) -> list[dict[str, Any]]:
     runtime.enable_compilation_cache(self.config.get("compilation_cache", "auto"))
-    if self.config.parallel.distributed:  # Before anything starts JAX's backend.
-      initialize_distributed()
     with contextlib.ExitStack() as claims:
+      if self.config.parallel.distributed:  # Before anything starts JAX's backend.
+        initialize_distributed()
+        # jax.distributed's preemption notifier has just taken SIGTERM (and
+        # would swallow it): take the signals back before the setup, so that
+        # a signal while compiling stops the run at its first agreed step.
+        self.stop = claims.enter_context(_SignalFlag())
       if is_primary():  # Process 0 of a multi-host run writes the files.
         for run, config in zip(self.runs, self.configs):
           claims.enter_context(run.claim())
@@ -368,10 +387,40 @@ class _Driver:
                           metrics=evaluated[i][0] if evaluated_at == step else None)
       saved_step = step
 
+    processes = jax.process_count()
+    check_every = (config.parallel.get("preemption_check_every", 0)
+                   or config.log_every)
+
+    def agreed_signal(step, metrics) -> int:
+      """The signal to stop on after `step`, the same in every process."""
+      if processes == 1:
+        return stop.signum  # Checked every step: no host sync.
+      if step % check_every:
+        return 0
+      # Every process's steps so far are done (no collective is in flight),
+      # then one number per process is all-gathered.
+      jax.block_until_ready(metrics)
+      return max_over_processes(stop.signum)
+
+    def stop_message(signum, step) -> str:
+      where = (f"the checkpoint is saved in {self.runs[0].workdir}" if k == 1
+               else "the seeds' checkpoints are saved")
+      if processes == 1:
+        return (f"stopped by signal {signum} at step {step}; {where}; run the "
+                "same command again to resume")
+      why = (f"by signal {stop.signum} at step {step}, the first step at which "
+             f"the {processes} processes compared their signals"
+             if stop.signum else
+             f"at step {step} because another of the {processes} processes "
+             f"received signal {signum}")
+      return (f"stopped {why}; {where}; run the same command again in every "
+              "process to resume")
+
     try:
-      with _SignalFlag() as stop, tqdm(total=num_steps, initial=start_step,
-                                       unit="step", disable=not config.progress_bar,
-                                       dynamic_ncols=True, mininterval=0.5) as pbar:
+      signals = contextlib.nullcontext(self.stop) if self.stop else _SignalFlag()
+      with signals as stop, tqdm(total=num_steps, initial=start_step, unit="step",
+                                 disable=not config.progress_bar,
+                                 dynamic_ncols=True, mininterval=0.5) as pbar:
         step = start_step
         while step < num_steps:
           state, metrics = group.train_fn(state, next(inputs), group.rng)
@@ -387,14 +436,12 @@ class _Driver:
               log.write(step, metrics_i)
           if step % config.checkpoint_every == 0 or last:
             save(step)
-          if stop.signum and not last:
+          signum = 0 if last else agreed_signal(step, metrics)
+          if signum:
             if saved_step != step:
               save(step)
-            where = (f"the checkpoint is saved in {self.runs[0].workdir}" if k == 1
-                     else "the seeds' checkpoints are saved")
-            raise TrainingInterrupted(
-                f"stopped by signal {stop.signum} at step {step}; {where}; run "
-                "the same command again to resume", stop.signum)
+            raise TrainingInterrupted(stop_message(signum, step),
+                                      stop.signum or signum)
     except BaseException:  # Errors, signals: finish the writes under way.
       for c in checkpointers:
         c.wait()

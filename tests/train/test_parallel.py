@@ -170,33 +170,53 @@ def _free_port():
     return s.getsockname()[1]
 
 
+def multihost_command(workdir, steps: dict) -> list[str]:
+  """`cnnjax train` of the tiny MNIST-1D recipe with jax.distributed on."""
+  from conftest import CLI, EXPERIMENTS
+  return [*CLI, "train", "--config", os.path.join(EXPERIMENTS, "mnist1d", "cnn.py"),
+          "--workdir", str(workdir), "--config.dataset.num_samples=1000",
+          "--config.progress_bar=false", "--config.parallel.distributed=true",
+          *[f"--config.{k}={v}" for k, v in steps.items()]]
+
+
+def start_processes(args: list[str], num_processes: int = 2,
+                    devices_per_process: int = 2) -> list[subprocess.Popen]:
+  """`args` as the processes of one jax.distributed job on this machine
+  (Gloo between them, JAX_* variables), by process id; output in stdout."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
+             JAX_NUM_PROCESSES=str(num_processes),
+             JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}",
+             PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  procs = {i: subprocess.Popen(args, env=dict(env, JAX_PROCESS_ID=str(i)),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+           for i in reversed(range(num_processes))}
+  return [procs[i] for i in range(num_processes)]
+
+
+def finish_processes(procs: list[subprocess.Popen], timeout: float = 300) -> list[str]:
+  """Each process's output once it exits (all are killed on a timeout)."""
+  try:
+    return [p.communicate(timeout=timeout)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+
+
 # Two JAX processes joined by jax.distributed (about 20 s): -m slow.
 @pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path, compilation_cache):
   """Multi-host on one machine: 2 processes x 2 CPU devices, joined by
   jax.distributed (Gloo), each feeding its rows of the global batch."""
   from cnnjax.train import loop
-  from conftest import CLI, EXPERIMENTS, tiny_mnist1d_config
+  from conftest import tiny_mnist1d_config
 
   steps = {"batch_size": 48, "num_steps": 20, "log_every": 5, "eval_every": 10,
            "checkpoint_every": 10}
-  args = [*CLI, "train", "--config", os.path.join(EXPERIMENTS, "mnist1d", "cnn.py"),
-          "--workdir", str(tmp_path / "multi"), "--config.dataset.num_samples=1000",
-          "--config.progress_bar=false", "--config.parallel.distributed=true",
-          *[f"--config.{k}={v}" for k, v in steps.items()]]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu", JAX_NUM_PROCESSES="2",
-             JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}",
-             PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  procs = [subprocess.Popen(args, env=dict(env, JAX_PROCESS_ID=str(i)),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True) for i in (1, 0)]
-  try:
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  assert [p.returncode for p in procs] == [0, 0], outputs[1][-2000:]
+  procs = start_processes(multihost_command(tmp_path / "multi", steps))
+  outputs = finish_processes(procs)
+  assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:]
   with open(tmp_path / "multi" / "result.json") as f:
     multi = json.load(f)
   assert multi["device"]["count"] == 4
