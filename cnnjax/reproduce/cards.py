@@ -1,11 +1,15 @@
 """Result cards: what one reproduction measured, as a JSON-able dict.
 
-A card holds the published figure beside the measured one (mean and sample
-std over seeds; with `reproduce.average_over`, each seed's figure is the mean
-over those settings), one row per compared setting, the hardware, the
-versions and the command that remakes it. It is written beside the runs
-(`<workdir>/<id>/card.json`) and stored beside RESULTS.md
-(`results/cards/<id with / -> __>.json`), from where rendering.py reads it.
+A card holds the published figure beside the measured one (mean, sample
+std and 95% t-interval over seeds; with `reproduce.average_over`, each
+seed's figure is the mean over those settings), one row per compared
+setting, the seed-paired differences of the rows to the first, the verdict
+on each `reproduce.claim`, the hardware, the versions and the command that
+remakes it. It is written beside the runs (`<workdir>/<id>/card.json`) and
+stored beside RESULTS.md (`results/cards/<id with / -> __>.json`), from
+where rendering.py reads it. The statistics are a function of the stored
+per-seed values (`add_statistics`), so `refresh_stored_cards` recomputes
+them for stored cards without training anything.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from cnnjax import config as config_lib
 from cnnjax import sweep
 from cnnjax.errors import CnnjaxError
 from cnnjax.runs import Run, files
+from cnnjax.sweep import stats
 from cnnjax.sweep.summary import describe
-from cnnjax.reproduce.planning import Plan, parse_others
+from cnnjax.reproduce.catalogue import Experiment, find
+from cnnjax.reproduce.planning import Claim, Plan, parse_claims, parse_others
 
 CARD_FILE = "card.json"
 # Metrics of the last training log line shown in a card, when a run has them.
@@ -82,7 +88,7 @@ def build_card(run_plan: Plan, runs: Sequence[dict[str, Any]], *,
                   if sweep.canonical(row["setting"]) == sweep.canonical(
                       sweep.jsonable(base_setting))), 0)
   reference = config.reference
-  return {
+  card = {
       "id": exp.id,
       "title": _title(exp.path),
       "experiment": exp.path,
@@ -110,6 +116,7 @@ def build_card(run_plan: Plan, runs: Sequence[dict[str, Any]], *,
       "command": rerun_command(exp.id, seeds=seeds_given, smoke=bool(config.smoke),
                                overrides=overrides, vmap_seeds=together),
   }
+  return add_statistics(card, run_plan.claims)
 
 
 # --------------------------------------------------------------------------
@@ -123,9 +130,11 @@ def pool(runs: Sequence[dict[str, Any]], metric: str,
   Each seed's figure is its value, or with `average_over` keys the mean over
   its runs of those settings (e.g. its 10 folds). Returns None when no run
   has the metric, else {'mean', 'std' (sample, over seeds), 'min', 'max',
-  'values' (per seed), 'seeds'} and with `average_over` also 'folds': per
-  setting of those keys, the mean over seeds ('values', 'labels') and their
-  'mean', 'std', 'min', 'max' (the spread between folds).
+  'values' (per seed), 'seeds', 'ci_low', 'ci_high', 'ci_half_width',
+  'confidence' (the t-interval of the mean over seeds; None for one seed)}
+  and with `average_over` also 'folds': per setting of those keys, the mean
+  over seeds ('values', 'labels') and their 'mean', 'std', 'min', 'max'
+  (the spread between folds).
   """
   by_seed: dict[int, list[float]] = {}
   by_fold: dict[str, list[float]] = {}
@@ -142,12 +151,121 @@ def pool(runs: Sequence[dict[str, Any]], metric: str,
   seeds = sorted(by_seed)
   values = [statistics.fmean(by_seed[s]) for s in seeds]
   pooled: dict[str, Any] = {"name": metric, **describe(values), "values": values,
-                            "seeds": seeds}
+                            "seeds": seeds, **_interval_fields(values)}
   if average_over:
     fold_values = [statistics.fmean(v) for v in by_fold.values()]
     pooled["folds"] = {"labels": list(by_fold), "values": fold_values,
                        **describe(fold_values)}
   return pooled
+
+
+def _interval_fields(values: Sequence[float]) -> dict[str, Any]:
+  """The t-interval of a pooled figure's mean over seeds, as a card stores it."""
+  spread = stats.interval(values)
+  return {"ci_low": stats.finite_or_none(spread["low"]),
+          "ci_high": stats.finite_or_none(spread["high"]),
+          "ci_half_width": stats.finite_or_none(spread["half_width"]),
+          "confidence": spread["confidence"]}
+
+
+# --------------------------------------------------------------------------
+# Statistics between rows: paired differences and claims
+
+
+def add_statistics(card: dict[str, Any], claims: Sequence[Claim] = ()) -> dict[str, Any]:
+  """The card with its statistics (re)computed from its per-seed values.
+
+  Every pooled figure gains its t-interval; 'differences' holds each row
+  after the first minus the first, in the headline metric, paired by seed
+  (empty with one row); 'claims' the verdict on each claim. Returns the
+  same dict, changed in place.
+  """
+  for row in card["rows"]:
+    for pooled in [row["metric"], *row["others"].values()]:
+      if pooled and pooled.get("values") is not None:
+        pooled.update(_interval_fields(pooled["values"]))
+  card["differences"] = row_differences(card)
+  card["claims"] = [evaluate_claim(card, claim) for claim in claims]
+  return card
+
+
+def row_differences(card: Mapping[str, Any]) -> list[dict[str, Any]]:
+  """Each row after the first minus the first, in the headline metric, paired
+  by seed: {'label', 'reference', 'metric', 'n', 'seeds', 'mean', 'std',
+  'ci_low', 'ci_high', 'confidence', 'p_value'} (None where undefined)."""
+  rows, metric = card["rows"], card["metric"]
+  return [{"label": row["label"], "reference": rows[0]["label"], "metric": metric,
+           **_difference_fields(stats.paired_difference(
+               _by_seed(row["metric"]), _by_seed(rows[0]["metric"])))}
+          for row in rows[1:]]
+
+
+def _by_seed(pooled: Mapping[str, Any] | None) -> dict[int, float]:
+  if not pooled or pooled.get("values") is None:
+    return {}
+  return dict(zip(pooled["seeds"], pooled["values"]))
+
+
+def _difference_fields(diff: Mapping[str, Any]) -> dict[str, Any]:
+  """A paired difference as a card stores it (None where it is undefined)."""
+  fields = {"n": diff["n"], "seeds": diff["seeds"], "mean": diff["mean"],
+            "std": diff["std"], "ci_low": diff["low"], "ci_high": diff["high"],
+            "confidence": diff["confidence"], "p_value": diff["p_value"]}
+  return {k: stats.finite_or_none(v) for k, v in fields.items()}
+
+
+def evaluate_claim(card: Mapping[str, Any], claim: Claim) -> dict[str, Any]:
+  """A claim tested on a card: the paired difference left - right and its verdict.
+
+  Returns {'statement', 'metric', 'left', 'right' (the rows' labels),
+  'direction', 'n', 'seeds', 'mean', 'std', 'ci_low', 'ci_high',
+  'confidence', 'p_value', 'verdict' (see sweep.stats.verdict)}.
+  """
+  metric = claim.metric or card["metric"]
+  left, right = (_claim_row(card, side, claim) for side in (claim.left, claim.right))
+
+  def figure(row):
+    return row["metric"] if metric == card["metric"] else row["others"].get(metric)
+
+  diff = stats.paired_difference(_by_seed(figure(left)), _by_seed(figure(right)))
+  return {"statement": claim.statement, "metric": metric, "left": left["label"],
+          "right": right["label"], "direction": claim.direction,
+          **_difference_fields(diff),
+          "verdict": stats.verdict(diff, direction=claim.direction)}
+
+
+def _claim_row(card: Mapping[str, Any], side: Mapping[str, Any],
+               claim: Claim) -> Mapping[str, Any]:
+  for row in card["rows"]:
+    if all(k in row["setting"] and sweep.canonical(row["setting"][k]) ==
+           sweep.canonical(v) for k, v in side.items()):
+      return row
+  wanted = _setting_text(side)
+  raise CnnjaxError(f"the card of '{card['id']}' has no row {wanted} for its claim "
+                    f"'{claim.statement}'; reproduce the experiment again")
+
+
+def refresh_stored_cards(cards_dir: str, experiments: Sequence[Experiment]) -> list[str]:
+  """Recomputes the statistics of every stored card from its per-seed values.
+
+  Each card's claims are its experiment's current `reproduce.claim`, checked
+  against the card's own compare grid; a card whose experiment is no longer
+  in `experiments` keeps the claims it has. Nothing trains. Returns the
+  paths of the cards written.
+  """
+  written = []
+  ids = {e.id for e in experiments}
+  for card in load_cards(cards_dir):
+    if card["id"] in ids:
+      config = find(experiments, card["id"]).load()
+      claims = parse_claims(config, card["id"], dict(card["grid"]["compare"]))
+      add_statistics(card, claims)
+    else:
+      kept = card.get("claims", [])
+      add_statistics(card)
+      card["claims"] = kept
+    written.append(store_card(card, cards_dir))
+  return written
 
 
 def _setting_text(setting: Mapping[str, Any]) -> str:

@@ -3,7 +3,11 @@
 `update_results` renders every stored card (results/cards/) into RESULTS.md
 between two marker lines, one heading per dataset folder, with the
 hand-written findings of results/notes/ under their card, and leaves the
-rest of the file as it is.
+rest of the file as it is. Measured figures are shown as the mean ± the
+half-width of the 95% t-interval over seeds with the number of seeds, and
+compared rows as seed-paired differences, computed from the stored
+per-seed values, so a card written before intervals existed renders the
+same way.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import statistics
 from typing import Any, Mapping, Sequence
 
 from cnnjax.errors import CnnjaxError
+from cnnjax.sweep import stats
+from cnnjax.sweep.summary import format_p
 from cnnjax.reproduce.cards import (card_file_name, load_cards, plain_text,
-                                    write_atomically)
+                                    row_differences, write_atomically)
 from cnnjax.reproduce.planning import Plan
 
 BEGIN_MARKER = "<!-- BEGIN cnnjax reproduce -->"
@@ -43,14 +49,29 @@ def metric_label(metric: str) -> str:
   return f"{metric} (%)" if "accuracy" in metric else metric
 
 
-def format_measured(metric: str, pooled: Mapping[str, Any] | None) -> str:
-  """'93.8 ± 2.8' (± the sample std over seeds when there are several)."""
+def format_measured(metric: str, pooled: Mapping[str, Any] | None, *,
+                    unit: str = "") -> str:
+  """'93.8 ± 2.8 (n=3)': the mean ± the half-width of its 95% t-interval
+  over the n seeds; '93.8 (n=1)' for one seed, which has no interval.
+
+  The interval is computed from the per-seed values, so cards stored before
+  they held one render alike. `unit` follows the mean ('93.8% ± 2.8 (n=3)').
+  """
   if not pooled or pooled.get("mean") is None:
     return "—"
-  text = format_value(metric, pooled["mean"])
-  if len(pooled.get("values", ())) > 1:
-    text += " ± " + format_value(metric, pooled["std"])
-  return text
+  text = format_value(metric, pooled["mean"]) + unit
+  values = pooled.get("values")
+  if values is None:
+    return text
+  spread = stats.interval(values)
+  if math.isfinite(spread["half_width"]):
+    text += " ± " + format_value(metric, spread["half_width"])
+  return text + f" (n={len(values)})"
+
+
+def _signed(metric: str, value: float) -> str:
+  """A difference with its sign: '+1.8', '-0.4' (points for accuracies)."""
+  return ("-" if value < 0 else "+") + format_value(metric, abs(value))
 
 
 def format_published(card: Mapping[str, Any], metric: str | None = None) -> str:
@@ -141,10 +162,74 @@ def _compare_table(card: Mapping[str, Any]) -> list[str]:
   return lines
 
 
+def _differences_table(card: Mapping[str, Any]) -> list[str]:
+  """Each compared row minus the first, in the headline metric, paired by seed."""
+  rows, metric = card["rows"], card["metric"]
+  keys = list(card["grid"]["compare"])
+  unit = ", in percentage points" if "accuracy" in metric else ""
+  lines = [f"Seed-paired differences to {rows[0]['label'] or 'the first row'} "
+           f"({metric}{unit}; each row minus the first over the seeds both "
+           "have, with the 95% t-interval and the paired t-test's p-value):", "",
+           "| " + " | ".join([_cell(k) for k in keys] + ["paired seeds", "difference",
+                                                        "95% CI", "p"]) + " |",
+           "|" + "|".join("---" if i < len(keys) else "---:"
+                          for i in range(len(keys) + 4)) + "|"]
+  for row, diff in zip(rows[1:], row_differences(card)):
+    n = diff["n"]
+    cells = [_cell(plain_text(row["setting"][k])) for k in keys]
+    cells.append(str(n))
+    cells.append("—" if n == 0 else _signed(metric, diff["mean"]))
+    cells.append(f"n={n}, no interval" if diff["ci_low"] is None else
+                 f"[{_signed(metric, diff['ci_low'])}, {_signed(metric, diff['ci_high'])}]")
+    cells.append(format_p(diff["p_value"]))
+    lines.append("| " + " | ".join(cells) + " |")
+  return lines
+
+
+def _claim_lines(card: Mapping[str, Any]) -> list[str]:
+  """One line per `reproduce.claim`: its verdict and the numbers behind it."""
+  claims = card.get("claims") or []
+  if not claims:
+    return []
+  metrics = list(dict.fromkeys(c["metric"] for c in claims))
+  lines = [f"Claims, tested on {', '.join(metrics)} with the seed-paired "
+           "difference of the two rows (left minus right) and its 95% t-interval:"]
+  for claim in claims:
+    # A paragraph each: a list here would merge with the facts' list below.
+    lines += ["", f"Claim `{claim['statement']}`: {claim_text(claim)}."]
+  return lines
+
+
+def claim_text(claim: Mapping[str, Any]) -> str:
+  """'holds at this budget (+1.8 points, 95% CI [+0.9, +2.7], paired over 3
+  seeds, p=0.01)', or why the claim cannot be told."""
+  metric, n, verdict = claim["metric"], claim["n"], claim["verdict"]
+  unit = " points" if "accuracy" in metric else ""
+  if n == 0:
+    return "cannot be tested: no seed finished both rows"
+  mean = _signed(metric, claim["mean"]) + unit
+  if verdict == "one seed":
+    return f"cannot be tested with one seed ({mean} on seed {claim['seeds'][0]} alone)"
+  p = format_p(claim["p_value"])
+  p = p if p.startswith("<") else f"={p}"
+  if claim["std"] == 0 and claim["mean"] == 0:
+    return (f"unresolved at this budget (the rows score the same on each of the "
+            f"{n} paired seeds, p{p})")
+  if claim["ci_low"] is None:
+    return f"unresolved at this budget ({mean}, no interval, paired over {n} seeds)"
+  ci = (f"95% CI [{_signed(metric, claim['ci_low'])}, "
+        f"{_signed(metric, claim['ci_high'])}]")
+  if verdict == "unresolved":
+    ci += " contains 0"
+  return f"{verdict} at this budget ({mean}, {ci}, paired over {n} seeds, p{p})"
+
+
 def _pooling_sentence(card: Mapping[str, Any]) -> str:
   seeds = card["seeds"]
-  seed_text = (f"seed {seeds[0]}" if len(seeds) == 1
-               else f"mean ± sample std over seeds {', '.join(map(str, seeds))}")
+  seed_text = (f"seed {seeds[0]} (one seed: no interval)" if len(seeds) == 1
+               else "mean ± half-width of the 95% t-interval over seeds "
+               f"{', '.join(map(str, seeds))} (n-1 degrees of freedom; n: the "
+               "seeds that finished)")
   average = card["grid"]["average_over"]
   if not average:
     return f"Measured: {seed_text}."
@@ -209,7 +294,10 @@ def render_card(card: Mapping[str, Any], *, notes_dir: str | None = None) -> str
   source = card["reference"]["source"]
   lines.append(_pooling_sentence(card) + (f" Published: {source}." if source else ""))
   if len(card["rows"]) > 1:
-    lines += ["", *_compare_table(card)]
+    lines += ["", *_compare_table(card), "", *_differences_table(card)]
+  claims = _claim_lines(card)
+  if claims:
+    lines += ["", *claims]
   lines += ["", *_facts(card)]
   text = "\n".join(lines) + "\n"
   if notes_dir:
@@ -282,9 +370,8 @@ def summary_line(card: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
   metric = card["metric"]
   rows = card["rows"]
   row = _primary_row(card)
-  measured = format_measured(metric, row and row["metric"])
-  if measured != "—" and "accuracy" in metric:
-    measured += "%"
+  measured = format_measured(metric, row and row["metric"],
+                             unit="%" if "accuracy" in metric else "")
   published = format_published(card, metric)
   if published != "—" and "accuracy" in metric:
     published += "%"

@@ -28,6 +28,11 @@ def get_config():
                              "lowers test error of overfitting networks")
   config.reproduce.seeds = 3
   config.reproduce.compare = ("model.dropout_rate=0.0,0.2,0.5",)
+  # The train-test gap ('generalization' analysis) is a mean over seeds in
+  # the card, not kept per seed, so the claims are tested on the headline
+  # metric: dropout raises test accuracy (the paper's lower test error).
+  config.reproduce.claim = ("dropout_rate=0.2 > dropout_rate=0.0",
+                            "dropout_rate=0.5 > dropout_rate=0.0")
   config.reproduce.analysis = "generalization"
   config.reproduce.note = "MNIST-1D MLP, 3,000 of the recipe's 6,000 steps"
   return config

@@ -30,6 +30,7 @@ def get_config():
                              "(5,210 parameters) beats the MLP (15,210)")
   config.reproduce.seeds = 3
   config.reproduce.compare = ("model.name=mnist1d_mlp,mnist1d_cnn",)
+  config.reproduce.claim = ("name=mnist1d_cnn > name=mnist1d_mlp",)
   config.reproduce.analysis = "params"
   config.reproduce.note = "3,000 of the recipe's 6,000 steps"
   return config

@@ -29,5 +29,12 @@ def get_config():
   config.reproduce.seeds = 1
   config.reproduce.compare = ("optimizer.name=sgd,momentum,rmsprop,adam",
                               "optimizer.learning_rate=0.001,0.01,0.1")
+  # At the recipe's rate and this short budget, each alternative to plain
+  # SGD reaches a higher test accuracy (it trains faster); one seed cannot
+  # test it, --seeds 3 can.
+  config.reproduce.claim = (
+      "name=momentum learning_rate=0.01 > name=sgd learning_rate=0.01",
+      "name=rmsprop learning_rate=0.01 > name=sgd learning_rate=0.01",
+      "name=adam learning_rate=0.01 > name=sgd learning_rate=0.01")
   config.reproduce.note = "MNIST-1D, 1,500 of the recipe's 6,000 steps, one seed"
   return config

@@ -49,6 +49,11 @@ def get_config():
                              "invariance to small translations")
   config.reproduce.seeds = 2
   config.reproduce.compare = ("model.pooling=max,avg,none",)
+  # The invariance figures ('shift_invariance') are means over the seeds in
+  # the card, not kept per seed, so the claims are tested on the headline
+  # metric, the unshifted test accuracy, which only shows that max pooling
+  # does not cost accuracy; the shifted accuracies stay a finding.
+  config.reproduce.claim = ("pooling=max > pooling=none", "pooling=max > pooling=avg")
   config.reproduce.analysis = "shift_invariance"
   config.reproduce.note = "digits at 16x16, a 5-layer network, 400 steps"
   return config

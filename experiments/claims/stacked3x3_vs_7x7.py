@@ -47,6 +47,10 @@ def get_config():
                              "with 27C^2 instead of 49C^2 weights")
   config.reproduce.seeds = 3
   config.reproduce.compare = ("model.stage=3x3x3,7x7",)
+  # The parameter saving is arithmetic (analysis 'params', one figure per
+  # row); what seeds can test is VGG's other half, that three ReLUs make the
+  # stack more discriminative: a higher test accuracy.
+  config.reproduce.claim = ("stage=3x3x3 > stage=7x7",)
   config.reproduce.analysis = "params"
   config.reproduce.note = ("8x8 digits instead of ImageNet, a 5-layer network "
                            "instead of VGG, 600 steps")

@@ -230,3 +230,26 @@ def test_claims_config_loads_and_every_row_validates(path):
         variant.transfer.init_from = "runs/source"
     config_lib.validate(variant)
     assert variant.model.name in list_models()
+
+
+# --------------------------------------------------------------------------
+# reproduce.claim: the statements the cards test
+
+
+@pytest.mark.parametrize("path", CLAIMS + DIGITS, ids=os.path.basename)
+def test_every_claim_names_rows_of_its_compare_grid(path):
+  from cnnjax import config as config_lib
+  from cnnjax.reproduce.planning import parse_claims
+  from cnnjax.sweep import parse_grid_flag
+
+  config = config_lib.load_config(path)
+  claims = parse_claims(config, os.path.basename(path))
+  assert [c.statement for c in claims] == list(config.reproduce.claim)
+  if "/claims/" in path and config.reproduce.compare:
+    assert claims, "a claims experiment with compare rows states its claim"
+  grid = dict(parse_grid_flag(text) for text in config.reproduce.compare)
+  for claim in claims:
+    assert claim.direction in ("greater", "less")
+    assert claim.metric in ("", config.reference.metric)
+    for side in (claim.left, claim.right):
+      assert sorted(side) == sorted(grid)  # one row: every compare key named

@@ -210,6 +210,12 @@ def test_pooled_folds_compare_rows_and_seeds(tmp_path, fake_training):
     assert metric["mean"] == pytest.approx(statistics.fmean(seed_means), abs=1e-12)
     assert metric["std"] == pytest.approx(statistics.stdev(seed_means), abs=1e-12)
     assert metric["std"] == pytest.approx(0.01 / 2 ** 0.5, abs=1e-12)
+    # Two seeds: mean ± t_{0.975, 1} * std / sqrt(2), t from a t table.
+    half = 12.706204736174707 * metric["std"] / 2 ** 0.5
+    assert metric["ci_half_width"] == pytest.approx(half, rel=1e-9)
+    assert (metric["ci_low"], metric["ci_high"]) == pytest.approx(
+        (metric["mean"] - half, metric["mean"] + half), rel=1e-9)
+    assert metric["confidence"] == 0.95
     fold_means = [(per_run[f, 0] + per_run[f, 1]) / 2 for f in (0, 1)]
     assert metric["folds"]["labels"] == ["fold=0", "fold=1"]
     assert metric["folds"]["values"] == pytest.approx(fold_means, abs=1e-12)
@@ -221,6 +227,9 @@ def test_pooled_folds_compare_rows_and_seeds(tmp_path, fake_training):
     assert row["wall_time_s"] == {"median": 10.5, "total": 42.0}
   assert card["rows"][1]["metric"]["mean"] == pytest.approx(
       card["rows"][0]["metric"]["mean"] + 0.2)
+  # The MLP scores 0.2 above the CNN on every seed (the fake's formula).
+  difference, = card["differences"]
+  assert (difference["n"], difference["mean"]) == (2, pytest.approx(0.2))
 
   assert card["reference"] == {"metric": "test/accuracy", "value": 0.8,
                                "source": card["reference"]["source"],
@@ -234,12 +243,17 @@ def test_pooled_folds_compare_rows_and_seeds(tmp_path, fake_training):
 
   text = reproduce.render_card(card)
   assert text.startswith("### kim/folds: Kim-style folds, compared over two models.\n")
-  mean, std = card["rows"][0]["metric"]["mean"], card["rows"][0]["metric"]["std"]
-  assert (f"| test/accuracy (%) | 80.0 | {100 * mean:.1f} ± {100 * std:.1f} |") in text
+  mean = card["rows"][0]["metric"]["mean"]
+  half = card["rows"][0]["metric"]["ci_half_width"]
+  assert (f"| test/accuracy (%) | 80.0 | {100 * mean:.1f} ± {100 * half:.1f} (n=2) |"
+          in text)
   assert "| test/loss | 1.250 |" in text
-  assert "each seed's figure is the mean of its 2 runs over dataset.fold=0,1" in text
+  assert ("Measured: mean ± half-width of the 95% t-interval over seeds 0, 1 "
+          "(n-1 degrees of freedom; n: the seeds that finished); each seed's figure "
+          "is the mean of its 2 runs over dataset.fold=0,1") in text
   assert "| model.name | runs | test/accuracy (%) |" in text
   assert "| mnist1d_mlp | 4 |" in text
+  assert "| mnist1d_mlp | 2 | +20.0 | [+20.0, +20.0] | <0.001 |" in text
   assert "- Note: Two folds instead of ten." in text
   assert "`cnnjax reproduce --filter kim/folds --seeds 2`" in text
 
@@ -256,6 +270,8 @@ def test_failed_runs_are_listed_and_the_card_still_renders(tmp_path, fake_traini
   assert card["rows"][1]["metric"] is None
   text = reproduce.render_card(card)
   assert "| no_such_model | 0 (1 failed) | — |" in text
+  # One seed against none: no difference to compute.
+  assert "| no_such_model | 0 | — | n=0, no interval | — |" in text
   assert "- Failed: name=no_such_model seed 0: unknown model 'no_such_model'" in text
 
 
@@ -336,8 +352,11 @@ def test_results_md_section_is_regenerated_and_the_rest_kept(tmp_path):
   assert text.endswith("\n" + reproduce.END_MARKER + after)
   assert "stale generated text" not in text
   assert "## mnist1d\n\n### mnist1d/cnn: Title of mnist1d/cnn\n" in text
-  assert "| test/accuracy (%) | 91.2 | 93.8 ± 0.4 |" in text
-  assert "Measured: mean ± sample std over seeds 0, 1. Published: A paper." in text
+  # Seeds at 93.5% and 94.1%: std 0.42 points, so the 95% interval is
+  # ± 12.706 * 0.3 = ± 3.8 points with 2 seeds.
+  assert "| test/accuracy (%) | 91.2 | 93.8 ± 3.8 (n=2) |" in text
+  assert ("Measured: mean ± half-width of the 95% t-interval over seeds 0, 1 (n-1 "
+          "degrees of freedom; n: the seeds that finished). Published: A paper.") in text
   assert "- Hardware: 1 x NVIDIA H100 (gpu), 16 CPU cores (AMD EPYC)." in text
   assert "- Date: 2026-11-22 (UTC); wall time 60 s for 2 runs, 30 s per run (median)." in text
   assert "- Command: `cnnjax reproduce --filter mnist1d/cnn`\n\nFindings: seed 2" in text
@@ -371,11 +390,12 @@ def test_formatting_of_published_and_measured_figures():
   assert reproduce.format_value("test/accuracy", 0.9125) == "91.2"
   assert reproduce.format_value("test/auc", 0.98349) == "0.983"
   assert reproduce.format_value("test/auc", None) == "—"
-  assert reproduce.format_measured("test/auc", {"mean": 0.9, "std": 0.01, "values": [0.9]}) == "0.900"
+  assert reproduce.format_measured("test/auc", {"mean": 0.9, "std": 0.0, "values": [0.9]}) == (
+      "0.900 (n=1)")  # One seed: no interval, never ± 0.
   card = make_card("m/x", 0.5)
   card["reference"]["value"] = 0.0  # No published figure: a dash.
   assert reproduce.format_published(card) == "—"
-  assert reproduce.summary_line(card) == ("m/x", "—", "50.0 ± 0.4%", "2", "60 s")
+  assert reproduce.summary_line(card) == ("m/x", "—", "50.0% ± 3.8 (n=2)", "2", "60 s")
 
 
 # --------------------------------------------------------------------------
@@ -498,7 +518,7 @@ def test_smoke_cards_never_touch_the_repository_results(tmp_path, fake_training,
   assert not config.progress_bar
   out = capsys.readouterr().out
   assert out.startswith("[1/1] mnist1d/tiny: 1 run\n")
-  assert "mnist1d/tiny  94.0%      50.0%     1     10 s" in out
+  assert "mnist1d/tiny  94.0%      50.0% (n=1)  1     10 s" in out
 
   # Without --smoke, the given results file gets the card.
   assert main(["reproduce", "--filter", "other", "--config.seed=3"]) == 0

@@ -81,13 +81,18 @@ def test_sweep_trains_each_setting_and_seed_and_summarizes(swept):
       assert row[f"{metric}_std"] == pytest.approx(values.std(ddof=1), rel=1e-12)
       assert row[f"{metric}_min"] == values.min()
       assert row[f"{metric}_max"] == values.max()
+      # Two seeds: mean ± t_{0.975, 1} * std / sqrt(2), t from a t table.
+      half = 12.706204736174707 * values.std(ddof=1) / np.sqrt(2)
+      assert (row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]) == pytest.approx(
+          (values.mean() - half, values.mean() + half), rel=1e-9, abs=1e-12)
     assert row["wall_time_s_mean"] == pytest.approx(
         np.mean([r["wall_time_s"] for r in mine]))
   # The seeds and the settings really differ.
   losses = [r["final"]["test/loss"] for r in results.values()]
   assert len(set(losses)) == 4
 
-  for name in ("sweep.json", "summary.csv", "summary.md", "summary.png"):
+  for name in ("sweep.json", "summary.csv", "differences.csv", "summary.md",
+               "summary.json", "summary.png"):
     assert os.path.getsize(os.path.join(root, name)) > 0
   with open(os.path.join(root, "summary.csv")) as f:
     rows = list(csv.DictReader(f))
@@ -95,9 +100,15 @@ def test_sweep_trains_each_setting_and_seed_and_summarizes(swept):
       r["test/loss_mean"] for r in summary.rows]
   table = open(os.path.join(root, "summary.md")).read()
   first = summary.rows[0]
+
+  def half(metric):
+    return (first[f"{metric}_ci_high"] - first[f"{metric}_ci_low"]) / 2
+
   assert (f"| 0.01 | 2 | {100 * first['test/accuracy_mean']:.2f} ± "
-          f"{100 * first['test/accuracy_std']:.2f} | "
-          f"{first['test/loss_mean']:.4f} ± {first['test/loss_std']:.4f} |") in table
+          f"{100 * half('test/accuracy'):.2f} | "
+          f"{first['test/loss_mean']:.4f} ± {half('test/loss'):.4f} |") in table
+  assert "Difference to learning_rate=0.01, paired by seed:" in table
+  assert "| 0.003 | test/loss | 2 |" in table
   with open(os.path.join(root, "sweep.json")) as f:
     record = json.load(f)
   assert record["grid"] == {"optimizer.learning_rate": [0.01, 0.003]}
@@ -228,7 +239,10 @@ def test_failed_run_is_recorded_and_the_cli_exits_non_zero(tmp_path, capsys):
   assert [r["num_seeds"] for r in rows] == ["0", "1"]
   assert list(rows[0]) == ["slug", "model.name", "num_seeds", "test/accuracy_mean",
                            "test/accuracy_std", "test/accuracy_min",
-                           "test/accuracy_max", "wall_time_s_mean"]
+                           "test/accuracy_max", "test/accuracy_ci_low",
+                           "test/accuracy_ci_high", "wall_time_s_mean"]
+  # The first setting failed: nothing to pair its successor with.
+  assert "| mnist1d_cnn | test/accuracy | 0 | n/a | n=0, no interval | — |" in out.out
 
 
 def _metric_logs(workdir):
@@ -276,6 +290,111 @@ def test_cli_sweep_end_to_end(tmp_path, cli_env):
   assert out.stderr.strip().splitlines() == [
       "cnnjax: error: unknown config key 'optimizer.learnig_rate' in the sweep grid; "
       "did you mean 'optimizer.learning_rate'?"]
+
+
+# --------------------------------------------------------------------------
+# Intervals and paired differences, from fake runs (no training)
+
+
+def _fake_runs(tmp_path):
+  """3 settings x 3 seeds of made-up results; the last setting has one seed."""
+  accuracy = {"lr=0.1": [0.80, 0.82, 0.84], "lr=0.01": [0.85, 0.86, 0.90],
+              "lr=0.001": [None, 0.90, None]}
+  runs = []
+  for (slug, values), rate in zip(accuracy.items(), (0.1, 0.01, 0.001)):
+    for seed, value in enumerate(values):
+      result = None if value is None else {
+          "final": {"test/accuracy": value, "test/loss": 2.0 - value - 0.01 * seed},
+          "wall_time_s": 5.0}
+      runs.append({"setting": {"optimizer.learning_rate": rate}, "slug": slug,
+                   "seed": seed, "workdir": str(tmp_path / slug / f"seed_{seed}"),
+                   "status": "failed" if result is None else "trained",
+                   "error": "diverged" if result is None else None, "result": result})
+  settings = [{"optimizer.learning_rate": r} for r in (0.1, 0.01, 0.001)]
+  return sweep.summarize_settings(["optimizer.learning_rate"], settings,
+                                  list(accuracy), runs, seeds=[0, 1, 2])
+
+
+def _strict_json(path):
+  def refuse(constant):
+    raise ValueError(f"{constant} in {path}")
+
+  with open(path) as f:
+    return json.load(f, parse_constant=refuse)
+
+
+def test_summary_intervals_and_differences_paired_by_seed(tmp_path):
+  from scipy import stats as scipy_stats
+
+  summary = _fake_runs(tmp_path)
+  first, second, single = summary.rows
+  low, high = scipy_stats.t.interval(0.95, 2, loc=0.82, scale=0.02 / np.sqrt(3))
+  assert (first["test/accuracy_ci_low"], first["test/accuracy_ci_high"]) == (
+      pytest.approx((low, high), rel=1e-12))
+  assert single["num_seeds"] == 1 and single["test/accuracy_std"] == 0.0
+  assert np.isnan(single["test/accuracy_ci_low"]) and np.isnan(single["test/accuracy_ci_high"])
+
+  by_metric = {(d["slug"], d["metric"]): d for d in summary.differences}
+  assert len(by_metric) == 4  # 2 settings after the first x 2 metrics
+  d = by_metric["lr=0.01", "test/accuracy"]
+  expected = scipy_stats.ttest_rel([0.85, 0.86, 0.90], [0.80, 0.82, 0.84])
+  ci = expected.confidence_interval(0.95)
+  assert d["reference"] == "lr=0.1" and d["optimizer.learning_rate"] == 0.01
+  assert d["num_paired_seeds"] == 3 and d["seeds"] == [0, 1, 2]
+  assert d["mean"] == pytest.approx(0.05)
+  assert (d["ci_low"], d["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-10)
+  assert d["p_value"] == pytest.approx(expected.pvalue, rel=1e-10)
+  lone = by_metric["lr=0.001", "test/accuracy"]
+  assert lone["num_paired_seeds"] == 1 and lone["seeds"] == [1]
+  assert lone["mean"] == pytest.approx(0.08) and np.isnan(lone["ci_low"])
+
+  summary.files = sweep.write_summary(summary, str(tmp_path))
+  assert sorted(summary.files) == ["csv", "differences", "json", "md", "png"]
+  table = open(summary.files["md"]).read()
+  half = 100 * (first["test/accuracy_ci_high"] - first["test/accuracy_ci_low"]) / 2
+  assert f"| 0.1 | 3 | 82.00 ± {half:.2f} |" in table
+  assert "| 0.001 | 1 | 90.00 (n=1, no interval) |" in table
+  assert "±0" not in table and "± 0.00 " not in table
+  assert "Difference to lr=0.1, paired by seed:" in table
+  assert (f"| 0.01 | test/accuracy | 3 | +5.00 | [{100 * ci.low:+.2f}, "
+          f"{100 * ci.high:+.2f}] | {expected.pvalue:.2g} |") in table
+  assert "| 0.001 | test/accuracy | 1 | +8.00 | n=1, no interval | — |" in table
+
+  with open(summary.files["differences"]) as f:
+    rows = list(csv.DictReader(f))
+  assert list(rows[0]) == ["slug", "optimizer.learning_rate", "reference", "metric",
+                           "num_paired_seeds", "seeds", "mean", "std", "ci_low",
+                           "ci_high", "p_value"]
+  assert [(r["slug"], r["metric"], r["num_paired_seeds"], r["seeds"]) for r in rows] == [
+      ("lr=0.01", "test/accuracy", "3", "0 1 2"), ("lr=0.001", "test/accuracy", "1", "1"),
+      ("lr=0.01", "test/loss", "3", "0 1 2"), ("lr=0.001", "test/loss", "1", "1")]
+  assert float(rows[0]["p_value"]) == pytest.approx(expected.pvalue, rel=1e-10)
+  with open(summary.files["csv"]) as f:
+    assert "test/accuracy_ci_low" in next(csv.reader(f))
+
+  record = _strict_json(summary.files["json"])  # NaN written as null
+  assert record["confidence"] == 0.95 and record["seeds"] == [0, 1, 2]
+  assert record["rows"][2]["test/accuracy_ci_low"] is None
+  assert record["differences"][0]["p_value"] == pytest.approx(expected.pvalue)
+  assert len(record["runs"]) == 9
+  assert record["runs"][3] == {"slug": "lr=0.01", "setting": {"optimizer.learning_rate": 0.01},
+                               "seed": 0, "status": "trained",
+                               "workdir": str(tmp_path / "lr=0.01" / "seed_0"),
+                               "error": None, "final": {"test/accuracy": 0.85,
+                                                        "test/loss": 1.15},
+                               "wall_time_s": 5.0}
+  assert record["runs"][6]["final"] is None and record["runs"][6]["error"] == "diverged"
+
+
+def test_one_setting_has_no_differences(tmp_path):
+  summary = _fake_runs(tmp_path)
+  alone = sweep.Summary(keys=summary.keys, metrics=summary.metrics, seeds=summary.seeds,
+                        rows=summary.rows[:1], runs=summary.runs[:3])
+  assert alone.differences == []
+  assert "paired by seed" not in alone.to_markdown()
+  written = sweep.write_summary(alone, str(tmp_path))
+  with open(written["differences"]) as f:
+    assert len(list(csv.reader(f))) == 1  # The header only.
 
 
 def test_the_plot_shows_the_first_splits_accuracy():
