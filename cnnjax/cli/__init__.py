@@ -21,19 +21,8 @@ import json
 import os
 import sys
 
+from cnnjax.config.files import default_workdir  # noqa: F401 - cnnjax.cli's API
 from cnnjax.errors import CnnjaxError
-
-
-def default_workdir(config_path: str) -> str:
-  """runs/<experiment path below experiments/, without .py>."""
-  path = os.path.normpath(os.path.abspath(config_path))
-  parts = path.split(os.sep)
-  if "experiments" in parts:
-    idx = len(parts) - 1 - parts[::-1].index("experiments")
-    rel = os.path.join(*parts[idx + 1:])
-  else:
-    rel = os.path.basename(path)
-  return os.path.join("runs", os.path.splitext(rel)[0])
 
 
 def _format_metrics(metrics: dict) -> str:
@@ -247,121 +236,6 @@ def cmd_conv_benchmark(args, overrides: list[str]) -> int:
   return benchmark_main(args.benchmark_args)
 
 
-def _parse_seed_list(text: str) -> list[int]:
-  try:
-    seeds = [int(s) for s in text.split(",") if s.strip()]
-  except ValueError:
-    seeds = []
-  if not seeds:
-    raise CnnjaxError(f"--seed-list takes integers such as 0,5,7, not '{text}'")
-  return seeds
-
-
-def _runs(count: int) -> str:
-  return f"{count} run" + ("" if count == 1 else "s")
-
-
-def cmd_sweep(args, overrides: list[str]) -> int:
-  import copy
-
-  from cnnjax import config as config_lib
-  from cnnjax import sweep
-
-  grid: dict[str, list[str]] = {}
-  for text in args.grid:
-    key, values = sweep.parse_grid_flag(text)
-    if key in grid:
-      raise CnnjaxError(f"--grid names '{key}' twice; give all its values in one --grid")
-    grid[key] = values
-  config = config_lib.load_config(args.config)
-  if args.seed_list is not None:
-    seeds = _parse_seed_list(args.seed_list)
-  else:
-    if args.seeds < 1:
-      raise CnnjaxError(f"--seeds must be positive, got {args.seeds}")
-    # Seeds count up from config.seed, as the overrides leave it.
-    first = config_lib.apply_overrides(copy.deepcopy(config), overrides).seed
-    seeds = list(range(first, first + args.seeds))
-  workdir = args.workdir or os.path.join(
-      "runs", "sweeps", os.path.relpath(default_workdir(args.config), "runs"))
-  summary = sweep.run(config, grid, seeds, workdir=workdir, overrides=overrides,
-                      metrics=args.metric or None, config_path=args.config,
-                      vmap_seeds=args.vmap_seeds)
-  print()
-  print(summary.to_markdown())
-  print()
-  print(f"Summary in {', '.join(summary.files.values())}; "
-        f"the runs in {os.path.join(workdir, '<setting>', 'seed_<s>')}")
-  trained, done = summary.count("trained"), summary.count("done")
-  failed = summary.failed
-  if not trained and not failed:
-    print(f"Nothing new was trained: all {_runs(done)} were already done.")
-  else:
-    print(f"{_runs(trained)} trained, {done} already done, {len(failed)} failed.")
-  for run in failed:
-    print(f"cnnjax: {run['slug']} seed {run['seed']} failed: {run['error']}",
-          file=sys.stderr)
-  return 1 if failed else 0
-
-
-def cmd_reproduce(args, overrides: list[str]) -> int:
-  from cnnjax import reproduce
-
-  experiments = reproduce.discover("experiments")
-  chosen = reproduce.select(experiments, args.filter)
-  if args.seeds is not None and args.seeds < 1:
-    raise CnnjaxError(f"--seeds must be positive, got {args.seeds}")
-  # Every config, override and grid is checked before anything trains.
-  plans = [reproduce.plan(e, seeds=args.seeds, smoke=args.smoke, overrides=overrides)
-           for e in chosen]
-  if args.list:
-    print(reproduce.table([reproduce.plan_line(p) for p in plans],
-                          ("id", "metric", "published", "runs", "source")))
-    return 0
-  from cnnjax.train.loop import TrainingInterrupted
-
-  # Smoke cards never reach the repository's RESULTS.md unless asked to.
-  smoke = any(p.config.smoke for p in plans)
-  workdir = args.workdir or os.path.join(
-      "runs", "reproduce_smoke" if smoke else "reproduce")
-  results = args.results or (os.path.join(workdir, "RESULTS.md") if smoke
-                             else "RESULTS.md")
-  cards_dir, _ = reproduce.results_dirs(results)
-  cards, errors, interrupted = [], [], None
-  for index, (experiment, p) in enumerate(zip(chosen, plans)):
-    print(f"[{index + 1}/{len(chosen)}] {experiment.id}: {_runs(p.num_runs)}",
-          flush=True)
-    try:
-      card = reproduce.reproduce_one(
-          experiment, workdir=workdir, seeds=args.seeds, smoke=args.smoke,
-          overrides=overrides, vmap_seeds=args.vmap_seeds, experiments=experiments,
-          progress=lambda line: print(f"    {line}", flush=True))
-    except TrainingInterrupted as e:
-      interrupted = e
-      break
-    except CnnjaxError as e:
-      errors.append(experiment.id)
-      print(f"cnnjax: error: {experiment.id}: {e}", file=sys.stderr)
-      continue
-    reproduce.store_card(card, cards_dir)
-    cards.append(card)
-  if cards:
-    reproduce.update_results(results, cards_dir)
-    print()
-    print(reproduce.table([reproduce.summary_line(c) for c in cards],
-                          ("id", "published", "measured", "runs", "wall time")))
-    print()
-    print(f"Cards in {cards_dir}; results in {results}")
-  failed = [(c["id"], f) for c in cards for f in c["failed"]]
-  for experiment_id, f in failed:
-    print(f"cnnjax: {experiment_id}: {f['setting']} seed {f['seed']} failed: "
-          f"{f['error']}", file=sys.stderr)
-  if interrupted is not None:
-    print(f"cnnjax: {interrupted}; rerun the same command to resume", file=sys.stderr)
-    return interrupted.exit_code
-  return 2 if errors else 1 if failed else 0
-
-
 # Subcommands whose own parser reads every argument after their name.
 _PASS_THROUGH = {"conv-benchmark": cmd_conv_benchmark}
 
@@ -493,56 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
       "(`cnnjax conv-benchmark --help` for its options)")
   p.set_defaults(func=cmd_conv_benchmark, takes_overrides=False)
 
-  p = sub.add_parser(
-      "sweep", help="train an experiment over a grid of config values and "
-      "several seeds, and summarize each setting (mean and std over seeds)",
-      description="Overrides for every run: --config.KEY=VALUE. Grid values "
-      "are parsed as overrides are and separated by commas, or by ';' when a "
-      "value holds a comma: --grid 'model.stage_sizes=(1,1);(2,2)'. Each run "
-      "trains in WORKDIR/<setting>/seed_<s>; finished runs are not trained "
-      "again and interrupted ones resume.")
-  p.add_argument("--config", required=True, help="experiment file")
-  p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                 help="a config key and its values, e.g. "
-                 "optimizer.learning_rate=0.1,0.01 (repeat for a cross product)")
-  seeds = p.add_mutually_exclusive_group()
-  seeds.add_argument("--seeds", type=int, default=1, metavar="N",
-                     help="train seeds config.seed .. config.seed+N-1 (default 1)")
-  seeds.add_argument("--seed-list", metavar="S1,S2,...",
-                     help="train these seeds instead, e.g. 0,5,7")
-  p.add_argument("--workdir", help="the sweep's directory "
-                 "(default: runs/sweeps/<experiment>)")
-  p.add_argument("--vmap-seeds", action="store_true",
-                 help="train each setting's seeds together in one vmapped "
-                 "step (small models whose data fits on one device)")
-  p.add_argument("--metric", action="extend", nargs="+", default=[], metavar="KEY",
-                 help="summarize only these final metrics, e.g. test/accuracy")
-  p.set_defaults(func=cmd_sweep, takes_overrides=True)
+  from cnnjax.cli import sweeps, weights
 
-  p = sub.add_parser(
-      "reproduce", help="reproduce published results: run the experiments "
-      "under experiments/ and rewrite their result cards in RESULTS.md",
-      description="Overrides for every run: --config.KEY=VALUE. Runs train "
-      "in WORKDIR/<experiment id>/<setting>/seed_<s>; finished runs are not "
-      "trained again, so an interrupted reproduction resumes.")
-  p.add_argument("--filter", action="append", default=[], metavar="TEXT",
-                 help="only experiments whose id contains TEXT (repeatable)")
-  p.add_argument("--smoke", action="store_true", help="a few steps per run, "
-                 "to check that everything runs (cards go to WORKDIR/RESULTS.md)")
-  p.add_argument("--seeds", type=int, metavar="N",
-                 help="seeds 0..N-1 (default: each experiment's reproduce.seeds)")
-  p.add_argument("--workdir", help="where the runs train (default: "
-                 "runs/reproduce, runs/reproduce_smoke with --smoke)")
-  p.add_argument("--results", help="the results file to update (default: "
-                 "RESULTS.md, WORKDIR/RESULTS.md with --smoke)")
-  p.add_argument("--list", action="store_true",
-                 help="list the experiments and their runs, and exit")
-  p.add_argument("--vmap-seeds", action="store_true",
-                 help="train each setting's seeds together in one vmapped step")
-  p.set_defaults(func=cmd_reproduce, takes_overrides=True)
-
-  from cnnjax.cli import weights
-
+  sweeps.add_commands(sub)
   weights.add_commands(sub)
   return parser
 

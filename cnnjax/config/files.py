@@ -68,3 +68,15 @@ def config_from(this_file: str, sibling: str) -> ml_collections.ConfigDict:
 def import_experiment_file(path: str, prefix: str = "cnnjax_variants_"):
   """The module of an experiment file (e.g. for its `get_variants()`)."""
   return _import_file(path, prefix)
+
+
+def default_workdir(config_path: str) -> str:
+  """runs/<experiment path below experiments/, without .py>."""
+  path = os.path.normpath(os.path.abspath(config_path))
+  parts = path.split(os.sep)
+  if "experiments" in parts:
+    idx = len(parts) - 1 - parts[::-1].index("experiments")
+    rel = os.path.join(*parts[idx + 1:])
+  else:
+    rel = os.path.basename(path)
+  return os.path.join("runs", os.path.splitext(rel)[0])

@@ -23,6 +23,7 @@ from cnnjax.reproduce.planning import plan
 def reproduce_one(experiment: Experiment, *, workdir: str, seeds: int | None = None,
                   smoke: bool = False, overrides: Sequence[str] = (),
                   vmap_seeds: bool = False,
+                  executor: sweep.Executor | None = None,
                   experiments: Sequence[Experiment] | None = None,
                   progress: Callable[[str], Any] | None = None) -> dict[str, Any]:
   """Trains (or finds) every run of `experiment` and returns its card.
@@ -36,6 +37,7 @@ def reproduce_one(experiment: Experiment, *, workdir: str, seeds: int | None = N
     smoke: shrink every run to a few steps (`config.apply_smoke`).
     overrides: the user's 'KEY=VALUE' config overrides, for every run.
     vmap_seeds: train the seeds of a setting together (see sweep.run).
+    executor: where the runs train (see sweep.run); None: this process.
     experiments: where `reproduce.init_from_experiment` is looked up
       (default: `discover()` of the experiment's root).
     progress: called with the sweep's progress lines; None for silence.
@@ -50,14 +52,14 @@ def reproduce_one(experiment: Experiment, *, workdir: str, seeds: int | None = N
   if source_id:
     init_from = _reproduce_source(experiment, source_id, workdir=workdir,
                                   smoke=smoke, overrides=overrides,
-                                  experiments=experiments,
+                                  executor=executor, experiments=experiments,
                                   progress=progress, chain=(experiment.id,))
     with config.unlocked():
       config.transfer.init_from = init_from
   summary = sweep.run(config, run_plan.grid, run_plan.seeds,
                       workdir=os.path.join(workdir, experiment.id),
                       overrides=overrides, config_path=experiment.path,
-                      vmap_seeds=vmap_seeds, progress=progress)
+                      vmap_seeds=vmap_seeds, executor=executor, progress=progress)
   finished = [r for r in summary.runs if r["result"] is not None]
   analysis, analysis_error = {}, None
   if config.reproduce.analysis and finished:
@@ -71,6 +73,7 @@ def reproduce_one(experiment: Experiment, *, workdir: str, seeds: int | None = N
 
 def _reproduce_source(target: Experiment, source_id: str, *, workdir: str,
                       smoke: bool, overrides: Sequence[str],
+                      executor: sweep.Executor | None,
                       experiments: Sequence[Experiment] | None,
                       progress: Callable[[str], Any] | None,
                       chain: tuple[str, ...]) -> str:
@@ -93,14 +96,14 @@ def _reproduce_source(target: Experiment, source_id: str, *, workdir: str,
     with config.unlocked():
       config.transfer.init_from = _reproduce_source(
           source, upstream, workdir=workdir, smoke=smoke, overrides=overrides,
-          experiments=experiments,
+          executor=executor, experiments=experiments,
           progress=progress, chain=chain + (source_id,))
   if progress:
     progress(f"  first the source of its transfer, {source_id} (seed 0)")
   summary = sweep.run(config, source_plan.grid, [0],
                       workdir=os.path.join(workdir, source.id),
                       overrides=overrides, config_path=source.path,
-                      progress=progress)
+                      executor=executor, progress=progress)
   first = summary.runs[0]  # The first setting's seed 0.
   if first["status"] == "failed":
     raise CnnjaxError(f"the source run of '{target.id}' ({source_id}, "

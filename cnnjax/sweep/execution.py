@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import time
 from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
@@ -16,7 +17,9 @@ from cnnjax import config as config_lib
 from cnnjax.errors import CnnjaxError
 from cnnjax.runs import Run, files
 from cnnjax.sweep import grid as grid_lib
+from cnnjax.sweep.executors import Executor, SerialExecutor
 from cnnjax.sweep.summary import Summary, summarize_settings, write_summary
+from cnnjax.sweep.trials import Outcome, Trial
 
 SWEEP_FILE = "sweep.json"
 
@@ -29,6 +32,7 @@ def run(base_config: ml_collections.ConfigDict,
         metrics: Sequence[str] | None = None,
         config_path: str = "",
         vmap_seeds: bool = False,
+        executor: Executor | None = None,
         progress: Callable[[str], Any] | None = print) -> Summary:
   """Trains every setting of `grid` (their cross product) with every seed.
 
@@ -47,12 +51,18 @@ def run(base_config: ml_collections.ConfigDict,
     config_path: the experiment file, recorded in sweep.json and the results.
     vmap_seeds: train the seeds of a setting together, in one vmapped step
       (small models; falls back to one at a time where it cannot).
+    executor: where the trials train (see executors.py): None for this
+      process, one after another; `LocalExecutor(n)` for n worker processes,
+      `RayExecutor`, `SlurmExecutor`. A trial is one run, or a setting's
+      seeds with `vmap_seeds`.
     progress: called with one line per setting and run; None for silence.
 
   Returns:
     The Summary, also written as summary.csv, summary.md and summary.png.
   """
   say = progress or (lambda line: None)
+  executor = executor or SerialExecutor()
+  executor.check()
   base = copy.deepcopy(base_config)
   overrides = [o[len("--config."):] if o.startswith("--config.") else o
                for o in overrides]
@@ -86,34 +96,42 @@ def run(base_config: ml_collections.ConfigDict,
           {k: config_lib.get_value(base, k) for k in override_keys}),
   })
 
-  runs = []
+  outcomes: dict[str, Outcome] = {}  # Run directory -> its outcome.
+  trials: list[Trial] = []
   for index, (setting, slug, configs, workdirs) in enumerate(groups):
     finished = [_finished_result(c, w) for c, w in zip(configs, workdirs)]
+    for w, result in zip(workdirs, finished):
+      if result is not None:
+        outcomes[w] = {"result": result, "before": True}
     todo = [i for i, r in enumerate(finished) if r is None]
     done_seeds = [seeds[i] for i in range(len(seeds)) if i not in todo]
     head = f"[{index + 1}/{len(groups)}] {slug}:"
     if not todo:
       say(f"{head} {_seeds_text(done_seeds)} already done")
-    else:
-      also = f" ({_seeds_text(done_seeds)} already done)" if done_seeds else ""
-      say(f"{head} training {_seeds_text([seeds[i] for i in todo])}{also}")
-      outcomes = _train_group([configs[i] for i in todo],
-                              [workdirs[i] for i in todo],
-                              config_path=config_path, together=vmap_seeds,
-                              say=say)
-      for i, outcome in zip(todo, outcomes):
-        finished[i] = outcome
-    for i, seed in enumerate(seeds):
-      outcome = finished[i]
-      failed = isinstance(outcome, CnnjaxError)
-      status = "failed" if failed else ("trained" if i in todo else "done")
+      continue
+    also = f" ({_seeds_text(done_seeds)} already done)" if done_seeds else ""
+    say(f"{head} training {_seeds_text([seeds[i] for i in todo])}{also}")
+    parts = [todo] if vmap_seeds else [[i] for i in todo]
+    for part in parts:
+      trials.append(Trial(index=len(trials), slug=slug, seeds=[seeds[i] for i in part],
+                          configs=[configs[i] for i in part],
+                          workdirs=[workdirs[i] for i in part],
+                          config_path=config_path, together=vmap_seeds))
+
+  if trials and not isinstance(executor, SerialExecutor):
+    say(f"{len(trials)} trial{'s' if len(trials) > 1 else ''} on {executor.describe()}")
+  _execute(executor, trials, outcomes, workdir=workdir, say=say)
+
+  runs = []
+  for setting, slug, configs, workdirs in groups:
+    for seed, run_dir in zip(seeds, workdirs):
+      outcome = outcomes[run_dir]
+      failed = "result" not in outcome
+      status = ("failed" if failed else "done" if outcome.get("before") else "trained")
       runs.append({"setting": setting, "slug": slug, "seed": seed,
-                   "workdir": workdirs[i], "status": status,
-                   "error": str(outcome) if failed else None,
-                   "result": None if failed else outcome})
-      if i in todo:
-        say(f"    seed {seed}: " + (f"failed: {outcome}" if failed
-                                      else _final_text(outcome)))
+                   "workdir": run_dir, "status": status,
+                   "error": outcome.get("error") if failed else None,
+                   "result": None if failed else outcome["result"]})
 
   summary = summarize_settings(keys, [g[0] for g in groups], slugs, runs,
                                metrics=metrics, seeds=seeds)
@@ -133,43 +151,54 @@ def _finished_result(config: ml_collections.ConfigDict,
   return Run(workdir).finished_result(config)
 
 
-# Training: alone (train_and_evaluate) or seeds together, one driver.
-def _train_group(configs: Sequence[ml_collections.ConfigDict],
-                 workdirs: Sequence[str], *, config_path: str = "",
-                 together: bool = False,
-                 say: Callable[[str], Any] = lambda line: None
-                 ) -> list[dict[str, Any] | CnnjaxError]:
-  """Trains the seeds of one setting; per run, its result or its error.
+def _execute(executor: Executor, trials: list[Trial], outcomes: dict[str, Outcome],
+             *, workdir: str, say: Callable[[str], Any]) -> None:
+  """Runs the trials on the executor, filling `outcomes` as they end.
 
-  With `together`, seeds that can share one vmapped step (same config but
-  the seed, data on one device; see cnnjax/train/loop.py) train as one
-  program. If they cannot, or a seed diverges, each seed trains alone (from
-  the group's checkpoints), which also gives each seed its own outcome.
+  A trial whose run another live process is training (a second copy of
+  this sweep, or a worker of a killed one still saving its checkpoint) is
+  not trained twice: the sweep waits for that process to let go of the run
+  and hands the trial out again, which then finds it finished or resumes it.
   """
-  # Imported here: the sweep's grid and summary need no JAX, and tests
-  # replace loop.train_and_evaluate.
-  from cnnjax.train import loop
+  def on_done(trial: Trial, results: list[Outcome]) -> None:
+    if any("claimed" in o for o in results):
+      waiting.append(trial)
+      return
+    for seed, run_dir, outcome in zip(trial.seeds, trial.workdirs, results):
+      outcomes[run_dir] = outcome
+      if "result" in outcome:
+        text = _final_text(outcome["result"])
+        if outcome.get("before"):
+          text = "finished by another process: " + text
+      else:
+        text = f"failed: {outcome['error']}"
+      say(f"    {trial.slug} seed {seed}: {text}")
 
-  if together:
-    reason = loop.can_train_together(configs)
-    if not reason:
-      try:
-        return loop.train_seeds_together(configs, workdirs, config_path=config_path)
-      except loop.TrainingInterrupted:
-        raise
-      except CnnjaxError as e:
-        reason = str(e)
-    if len(configs) > 1:
-      say(f"    seeds train one at a time: {reason}")
-  outcomes: list[dict[str, Any] | CnnjaxError] = []
-  for config, workdir in zip(configs, workdirs):
-    try:
-      outcomes.append(loop.train_and_evaluate(config, workdir, config_path=config_path))
-    except loop.TrainingInterrupted:
-      raise  # Stop the whole sweep; rerunning it resumes this run.
-    except CnnjaxError as e:
-      outcomes.append(e)
-  return outcomes
+  while trials:
+    waiting: list[Trial] = []
+    executor.run(trials, on_done, say, workdir=workdir)
+    if waiting:
+      say(f"    {len(waiting)} trial(s) are being trained by another process; "
+          "waiting for it to let go")
+      _wait_for_claims([w for t in waiting for w in t.workdirs])
+    trials = waiting
+
+
+def _wait_for_claims(workdirs: Sequence[str], poll_s: float = 2.0) -> None:
+  """Returns once no live process holds any of `workdirs`."""
+  from cnnjax.runs.claim import RunClaim
+
+  while True:
+    held = False
+    for w in workdirs:
+      claim = RunClaim(w)
+      holder = claim.holder()
+      if holder is not None and not claim.is_stale(holder):
+        held = True
+        break
+    if not held:
+      return
+    time.sleep(poll_s)
 
 
 # --------------------------------------------------------------------------
