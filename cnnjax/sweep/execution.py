@@ -58,7 +58,8 @@ def run(base_config: ml_collections.ConfigDict,
     progress: called with one line per setting and run; None for silence.
 
   Returns:
-    The Summary, also written as summary.csv, summary.md and summary.png.
+    The Summary, also written as summary.csv, differences.csv, summary.md,
+    summary.json and summary.png (see summary.write_summary).
   """
   say = progress or (lambda line: None)
   executor = executor or SerialExecutor()
