@@ -155,6 +155,14 @@ def cmd_reproduce(args, overrides: list[str]) -> int:
     print(reproduce.table([reproduce.plan_line(p) for p in plans],
                           ("id", "metric", "published", "runs", "source")))
     return 0
+  if args.render_only:
+    results = args.results or "RESULTS.md"
+    cards_dir, _ = reproduce.results_dirs(results)
+    written = reproduce.refresh_stored_cards(cards_dir, experiments)
+    reproduce.update_results(results, cards_dir)
+    print(f"{len(written)} stored cards recomputed (intervals, differences, claims); "
+          f"{results} rewritten; nothing trained")
+    return 0
   from cnnjax.train.loop import TrainingInterrupted
 
   executor = executor_from(args)
@@ -248,6 +256,9 @@ def add_commands(sub) -> None:
                  "RESULTS.md, WORKDIR/RESULTS.md with --smoke)")
   p.add_argument("--list", action="store_true",
                  help="list the experiments and their runs, and exit")
+  p.add_argument("--render-only", action="store_true",
+                 help="recompute the stored cards' statistics and claims from "
+                 "their per-seed values and rewrite the results file; train nothing")
   p.add_argument("--vmap-seeds", action="store_true",
                  help="train each setting's seeds together in one vmapped step")
   add_executor_options(p)

@@ -20,8 +20,8 @@ measured one, stored beside RESULTS.md and rendered into it.
 
 from cnnjax.reproduce.cards import (CARD_FILE, build_card,  # noqa: F401
                                     card_file_name, load_cards, pool,
-                                    rerun_command, store_card, wall_total,
-                                    write_card)
+                                    refresh_stored_cards, rerun_command,
+                                    store_card, wall_total, write_card)
 from cnnjax.reproduce.catalogue import (EXPERIMENTS, Experiment,  # noqa: F401
                                         discover, find, select)
 from cnnjax.reproduce.execution import reproduce_one  # noqa: F401

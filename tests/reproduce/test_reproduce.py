@@ -588,3 +588,27 @@ def test_seeds_trained_together_count_their_wall_time_once():
   assert reproduce.wall_total(vmapped) == 90.0
   assert reproduce.wall_total(vmapped + alone) == 160.0
   assert "--vmap-seeds" in reproduce.rerun_command("x/y", vmap_seeds=True)
+
+
+def test_render_only_recomputes_stored_cards_without_training(tmp_path, monkeypatch,
+                                                              capsys, fake_training):
+  # A stored card of the repository, stripped of its statistics: --render-only
+  # puts the intervals and the claims' verdicts back from its per-seed values.
+  import shutil
+
+  from conftest import REPO
+  cards = tmp_path / "results" / "cards"
+  cards.mkdir(parents=True)
+  card = read_json(os.path.join(REPO, "results", "cards", "claims__mlp_vs_cnn.json"))
+  for key in ("differences", "claims"):
+    card.pop(key, None)
+  with open(cards / "claims__mlp_vs_cnn.json", "w") as f:
+    json.dump(card, f)
+  shutil.copytree(os.path.join(REPO, "experiments"), tmp_path / "experiments")
+  monkeypatch.chdir(tmp_path)
+  assert main(["reproduce", "--render-only"]) == 0
+  assert "nothing trained" in capsys.readouterr().out
+  assert not fake_training
+  text = (tmp_path / "RESULTS.md").read_text()
+  assert "95% t-interval" in text and "holds at this budget" in text
+  assert read_json(str(cards / "claims__mlp_vs_cnn.json"))["claims"][0]["verdict"] == "holds"
