@@ -25,7 +25,9 @@ RESUMABLE_KEYS = ("num_steps", "num_epochs", "log_every", "eval_every",
                   "reference.*", "reproduce.*", "smoke_image_size",
                   "dataset.smoke_data",
                   # What evaluation reports, and where compilations are cached.
-                  "evaluators", "compilation_cache")
+                  "evaluators", "compilation_cache",
+                  # How divergence is watched: checks, not training.
+                  "divergence.*")
 
 
 def is_resumable(key: str) -> bool:
@@ -213,6 +215,21 @@ def base_config() -> ml_collections.ConfigDict:
   # An optimizer.lr_multipliers rule that matches a loaded parameter wins.
   c.transfer.freeze = "none"
   c.transfer.backbone_lr_factor = 1.0
+
+  # The divergence guard, read at the log and checkpoint steps from per-step
+  # values the train step returns anyway (no host sync of its own). A
+  # non-finite loss always stops the run, keeping the last good checkpoint
+  # (exit status 2); so does a non-finite gradient norm or weight while
+  # stop_on_nonfinite is on: a float32 gradient norm overflows to inf long
+  # before the loss does (learning_rate=1e6 keeps the loss finite, near 1e27,
+  # with an infinite gradient norm). Steps that float16 loss scaling skips
+  # do not count: their gradients overflow by design.
+  c.divergence = ml_collections.ConfigDict()
+  c.divergence.stop_on_nonfinite = True
+  # Warn once (stderr, and 'divergence_warning' in result.json) when a logged
+  # mean train loss exceeds this many times the loss of the run's first
+  # step; a healthy run never climbs that far above its start. 0: no warning.
+  c.divergence.loss_factor = 100.0
 
   c.log_every = 100
   c.eval_every = 1000  # 0: evaluate only at the end

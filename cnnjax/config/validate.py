@@ -36,6 +36,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise CnnjaxError(f"config.{key} must be positive, got {config[key]}")
   if config.eval_every < 0:
     raise CnnjaxError(f"config.eval_every cannot be negative, got {config.eval_every}")
+  _validate_divergence(config)
   if config.best_mode not in ("max", "min"):
     raise CnnjaxError(f"config.best_mode must be 'max' or 'min', got '{config.best_mode}'")
   if config.optimizer.weight_decay < 0 or config.optimizer.l1 < 0:
@@ -85,6 +86,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise CnnjaxError("config.loss.label_smoothing must be in [0, 1), got "
                       f"{config.loss.label_smoothing}")
   _validate_transfer(config)
+
+
+def _validate_divergence(config: ml_collections.ConfigDict) -> None:
+  """config.divergence: the guard's switch and its loss factor."""
+  d = config.divergence
+  if not isinstance(d.stop_on_nonfinite, bool):
+    raise CnnjaxError("config.divergence.stop_on_nonfinite must be true or false, "
+                      f"got {d.stop_on_nonfinite!r}")
+  factor = d.loss_factor
+  # A factor of 1 or less would flag a run whose loss merely did not fall.
+  if isinstance(factor, bool) or not (factor == 0 or factor > 1):
+    raise CnnjaxError("config.divergence.loss_factor must be above 1 (or 0 to "
+                      f"turn the warning off), got {factor!r}")
 
 
 def _validate_transfer(config: ml_collections.ConfigDict) -> None:

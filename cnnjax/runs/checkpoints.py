@@ -9,13 +9,26 @@ taken for a step, and which Orbax replaces when it writes that step again). A
 complete checkpoint can still be damaged later (a full disk, a bad copy);
 `restore_latest` then moves it aside, to `<checkpoints>.corrupt/`, and falls
 back to the one before it.
+
+A full disk (ENOSPC, raised in Orbax's writer threads) becomes one
+`files.DiskFull` sentence from `save`, `wait` or `close`: the checkpoint that
+failed, its size and the free space. The unfinished write is deleted (it only
+holds space), the complete checkpoints stay (Orbax removes old ones only after
+a new one is complete), and Orbax's own log records of the failure are
+dropped, since the sentence says it all. The same command resumes once space
+is freed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import logging
 import os
+import shutil
 import sys
-from typing import Any
+import threading
+from typing import Any, Iterator
 
 import jax
 import numpy as np
@@ -23,6 +36,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from cnnjax.errors import CnnjaxError
+from cnnjax.runs import files
 
 # The collections of a TrainState that hold the model's variables.
 VARIABLE_COLLECTIONS = ("params", "batch_stats")
@@ -50,6 +64,9 @@ class Checkpointer:
     if read_only and not os.path.isdir(self.directory):
       raise CnnjaxError(f"no checkpoints in '{self.directory}'")
     self.read_only = read_only
+    self._writing: int | None = None  # The step whose write may be in flight.
+    self._state_bytes = 0
+    _quiet_orbax_noise()
     self._manager = _TolerantManager(
         self.directory, options=options, item_names=("state", "meta"))
 
@@ -57,16 +74,25 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def best_step(self) -> int | None:
-    return self._manager.best_step()
+    """The step scored best on `best_metric`; None when none was scored.
+
+    Without a best_metric Orbax answers with the latest step, which would
+    then pass for the best: None instead.
+    """
+    return self._manager.best_step() if self.best_metric else None
 
   def save(self, step: int, state, meta: dict[str, Any],
            metrics: dict[str, float] | None = None) -> None:
     """Starts an asynchronous save; arrays are copied off the device first."""
     if metrics is not None and self.best_metric and self.best_metric not in metrics:
       metrics = None  # Not an evaluation of the tracked metric.
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-        metrics=metrics)
+    self.wait()  # A failure of the write before is reported as that step's.
+    self._state_bytes = sum(getattr(x, "nbytes", 0) for x in jax.tree.leaves(state))
+    self._writing = step
+    with self._reporting_full_disk():
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+          metrics=metrics)
 
   def restore(self, step: int, target_state):
     """Restores `step` into the structure, shapes and dtypes of `target_state`.
@@ -170,10 +196,105 @@ class Checkpointer:
     return destination
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Waits for the write in flight; raises DiskFull if the disk filled up."""
+    with self._reporting_full_disk():
+      self._manager.wait_until_finished()
+    self._writing = None
 
   def close(self) -> None:
-    self._manager.close()
+    with self._reporting_full_disk():
+      self._manager.close()
+
+  @contextlib.contextmanager
+  def _reporting_full_disk(self) -> Iterator[None]:
+    """Turns a full disk, raised by Orbax in any form, into one DiskFull."""
+    try:
+      yield
+    except Exception as e:  # Orbax and tensorstore raise ValueError, OSError, ...
+      if not files.is_disk_full(e):
+        raise
+      step, self._writing = self._writing, None
+      raise self._disk_full(step) from e
+
+  def _disk_full(self, step: int | None) -> files.DiskFull:
+    """The sentence for a checkpoint that the disk had no room for."""
+    # Orbax raises at its first failed write while its other writer threads
+    # run on; they end quickly, and must end before their directory goes
+    # (and before the interpreter exits under them, with a traceback).
+    for thread in threading.enumerate():
+      if (thread is not threading.current_thread()
+          and type(thread).__module__.startswith("orbax")):
+        try:
+          thread.join(timeout=60)
+        except Exception:  # Orbax's threads raise their own error on join.
+          pass
+    for unfinished in glob.glob(os.path.join(self.directory, f"{step}.{_TMP_MARK}*")):
+      shutil.rmtree(unfinished, ignore_errors=True)  # Space back, nothing lost.
+    complete = sorted(int(n) for n in _listdir(self.directory)
+                      if n.isdigit() and int(n) != step)
+    size = (_directory_bytes(os.path.join(self.directory, str(complete[-1])))
+            if complete else self._state_bytes)
+    what = f"checkpoint {step}" if step is not None else "a checkpoint"
+    kept = (f"the last good checkpoint (step {complete[-1]}) is kept" if complete
+            else "no checkpoint was written before")
+    return files.DiskFull(
+        f"the disk is full: {what} could not be written to {self.directory} "
+        f"(a checkpoint takes about {files.format_bytes(size)}, "
+        f"{files.format_bytes(files.free_bytes(self.directory))} are free there "
+        f"now); {kept}; free some space and run the same command again to resume")
+
+
+# In the names of Orbax's unfinished writes ('<step>.orbax-checkpoint-tmp',
+# with a timestamp suffix in some versions).
+_TMP_MARK = "orbax-checkpoint-tmp"
+
+
+def _listdir(directory: str) -> list[str]:
+  try:
+    return os.listdir(directory)
+  except OSError:
+    return []
+
+
+def _directory_bytes(directory: str) -> int:
+  """The disk space the files in `directory` take (their blocks, as du counts)."""
+  total = 0
+  for root, _, names in os.walk(directory):
+    for name in names:
+      try:
+        stat = os.stat(os.path.join(root, name))
+      except OSError:
+        continue
+      total += getattr(stat, "st_blocks", 0) * 512 or stat.st_size
+  return total
+
+
+# Orbax warnings about what `Checkpointer` does on purpose: saving between
+# evaluations without the best metric, and opening a run read-only.
+_EXPECTED_WARNINGS = ("Requested `tracked_metric`; did not provide",
+                      "CheckpointManagerOptions.read_only=True",
+                      "Given directory is read only")
+
+
+class _OrbaxNoise(logging.Filter):
+  """Drops Orbax's log records of a full disk (a traceback from each writer
+  thread: `Checkpointer` reports it in one sentence instead) and its
+  warnings about what `Checkpointer` does on purpose."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    message = record.getMessage()
+    return not (files.is_disk_full(error) or files.says_disk_full(message)
+                or message.startswith(_EXPECTED_WARNINGS))
+
+
+_ORBAX_NOISE = _OrbaxNoise()
+
+
+def _quiet_orbax_noise() -> None:
+  logger = logging.getLogger("absl")  # Orbax logs through absl.
+  if _ORBAX_NOISE not in logger.filters:
+    logger.addFilter(_ORBAX_NOISE)
 
 
 class _UnreadableCheckpoint(Exception):
@@ -261,6 +382,7 @@ def read_variables(step_dir: str, collections=VARIABLE_COLLECTIONS) -> dict:
   is needed: the structure comes from the checkpoint's metadata. A collection
   the checkpoint lacks (or holds empty) is an empty dict in the result.
   """
+  step_dir = os.path.abspath(step_dir)  # Orbax takes absolute paths only.
   metadata = _state_metadata(step_dir)
   chosen = {c: metadata[c] for c in collections if c in metadata and metadata[c]}
   if not chosen:

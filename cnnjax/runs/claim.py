@@ -130,8 +130,7 @@ class RunClaim:
 
   def acquire(self) -> "RunClaim":
     """Claims the directory, or raises RunClaimed naming the live holder."""
-    if os.path.exists(self.workdir) and not os.path.isdir(self.workdir):
-      raise CnnjaxError(f"workdir '{self.workdir}' is a file, not a directory")
+    files.ensure_directory(self.workdir)  # A file in the way: one sentence.
     try:
       with self._locked():
         holder = self.holder()
@@ -146,9 +145,11 @@ class RunClaim:
           print(f"cnnjax: the process that trained in '{self.workdir}' is gone "
                 f"({describe(holder)}); taking over its claim", file=sys.stderr)
         files.write_json(self.path, self.record())
-    except PermissionError as e:
+    except OSError as e:  # Permissions, a read-only file system, ...
+      if files.is_disk_full(e):
+        raise files.disk_full(self.workdir) from e
       raise CnnjaxError(f"workdir '{self.workdir}' cannot be written "
-                        f"({e.strerror})") from e
+                        f"({e.strerror or e})") from e
     self.held = True
     if self.heartbeat_s > 0:
       self._thread = threading.Thread(target=self._beat, daemon=True,

@@ -6,17 +6,110 @@ two writers never share one), is flushed to the disk, and replaces the target
 with one rename. The metric log is the exception: `metrics.jsonl` is appended
 to, one line per log event, and a line cut short by a kill is skipped when the
 log is read (and dropped when a resumed run truncates the log).
+
+A full disk is `DiskFull`, one sentence naming the file and the free space,
+with exit status 75 (EX_TEMPFAIL: try again later), since the run resumes
+once space is freed: the file it could not write is left as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import time
 from typing import Any, Iterator
 
 from cnnjax.errors import CnnjaxError
+
+# sysexits.h EX_TEMPFAIL: a failure that the same command can get past later.
+DISK_FULL_EXIT_CODE = 75
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# How tensorstore (Orbax's array writer) and other C++ writers spell ENOSPC.
+_FULL_TEXTS = ("No space left on device", "Disk quota exceeded",
+               "os_error_code='28'", "os_error_code=28")
+
+
+class DiskFull(CnnjaxError):
+  """A write failed for lack of space (ENOSPC or EDQUOT); exit status 75."""
+
+  exit_code = DISK_FULL_EXIT_CODE
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+  """Whether `error`, or an exception it was raised from, is a full disk."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, DiskFull):
+      return True
+    if isinstance(error, OSError) and error.errno in _FULL_ERRNOS:
+      return True
+    if says_disk_full(str(error)):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def says_disk_full(text: str) -> bool:
+  """Whether an error message reports a full disk (C++ writers' wording too)."""
+  return any(t in text for t in _FULL_TEXTS)
+
+
+def free_bytes(path: str) -> int | None:
+  """Free space on the file system that holds `path` (or its nearest parent)."""
+  path = os.path.abspath(path)
+  while not os.path.exists(path) and os.path.dirname(path) != path:
+    path = os.path.dirname(path)
+  try:
+    return shutil.disk_usage(path).free
+  except OSError:
+    return None
+
+
+def format_bytes(count: int | float | None) -> str:
+  """'1.5 MiB' (binary units), or 'an unknown amount' for None."""
+  if count is None:
+    return "an unknown amount"
+  for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+    if abs(count) < 1024 or unit == "TiB":
+      return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+    count /= 1024
+  raise AssertionError("unreachable")
+
+
+def disk_full(path: str) -> DiskFull:
+  """The DiskFull for a file that could not be written to `path`."""
+  return DiskFull(f"the disk is full: {path} could not be written "
+                  f"({format_bytes(free_bytes(path))} free there); free some "
+                  "space and run the same command again")
+
+
+def ensure_directory(path: str, what: str = "workdir") -> None:
+  """Creates directory `path` (and its parents), or raises one sentence why not.
+
+  Names the part of the path that is a file when there is one, since
+  'Not a directory' alone does not say which.
+  """
+  if os.path.isdir(path):
+    return
+  if os.path.exists(path):
+    raise CnnjaxError(f"{what} '{path}' is a file, not a directory")
+  parent = os.path.dirname(os.path.abspath(path))
+  while parent and not os.path.exists(parent) and os.path.dirname(parent) != parent:
+    parent = os.path.dirname(parent)
+  if os.path.exists(parent) and not os.path.isdir(parent):
+    raise CnnjaxError(f"{what} '{path}' cannot be created: '{parent}' is a "
+                      "file, not a directory")
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    if is_disk_full(e):
+      raise disk_full(path) from e
+    raise CnnjaxError(f"{what} '{path}' cannot be created "
+                      f"({e.strerror or e})") from e
 
 
 @contextlib.contextmanager
@@ -34,6 +127,10 @@ def atomic_path(path: str) -> Iterator[str]:
     with open(temporary, "rb+") as f:  # On the disk before the rename.
       os.fsync(f.fileno())
     os.replace(temporary, path)
+  except OSError as e:
+    if is_disk_full(e):
+      raise disk_full(path) from e
+    raise
   finally:
     if os.path.exists(temporary):
       os.remove(temporary)
@@ -115,8 +212,13 @@ class MetricLog:
       return
     event = {"step": int(step), "time": round(time.time(), 3)}
     event.update({k: float(v) for k, v in metrics.items()})
-    with open(self.path, "a") as f:
-      f.write(json.dumps(event) + "\n")
+    try:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(event) + "\n")
+    except OSError as e:  # A part of the line may be written: resuming drops it.
+      if is_disk_full(e):
+        raise disk_full(self.path) from e
+      raise
     if self._tb is None:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(self._tb_dir)

@@ -137,18 +137,19 @@ class Run:
     return RunClaim(self.workdir, **options)
 
   def prepare(self, config: ml_collections.ConfigDict) -> None:
-    """Checks that `config` may train here, then writes config.json.
+    """Checks that `config` may train here, then writes config.json."""
+    self.check_config(config)
+    self.write_config(config)
+
+  def check_config(self, config: ml_collections.ConfigDict) -> None:
+    """Creates the directory and checks that `config` may train in it.
 
     A directory that holds a run with a different config is refused; only the
     keys that `config.is_resumable` names (durations, bookkeeping) may change.
+    Nothing is written: the training driver writes config.json only once it
+    knows that the run goes on (a refused rerun leaves the directory as it was).
     """
-    if os.path.isfile(self.workdir):
-      raise CnnjaxError(f"workdir '{self.workdir}' is a file, not a directory")
-    try:
-      os.makedirs(self.workdir, exist_ok=True)
-    except OSError as e:
-      raise CnnjaxError(f"workdir '{self.workdir}' cannot be created "
-                        f"({e.strerror or e})") from e
+    files.ensure_directory(self.workdir)
     current = json.loads(config.to_json_best_effort())
     previous = self.stored_config()
     if previous is not None:
@@ -159,7 +160,11 @@ class Run:
             f"workdir '{self.workdir}' holds a run with a different config "
             f"({'; '.join(diffs[:3])}{'; ...' if len(diffs) > 3 else ''}); "
             "use another --workdir, or delete this one to start over")
-    files.write_json(self.path(CONFIG_FILE), current, sort_keys=True)
+
+  def write_config(self, config: ml_collections.ConfigDict) -> None:
+    """Writes config.json (atomically)."""
+    files.write_json(self.path(CONFIG_FILE), json.loads(config.to_json_best_effort()),
+                     sort_keys=True)
     self._config = None
 
   def metric_log(self, *, enabled: bool = True) -> files.MetricLog:
@@ -241,7 +246,9 @@ class Run:
       metric = self.config.get("best_metric", "")
       if not metric:
         raise CnnjaxError(f"the run in '{self.workdir}' keeps no best checkpoint "
-                          "(its best_metric is empty); use the latest instead")
+                          "(it trained with an empty config.best_metric); use the "
+                          "latest, or train with --config.best_metric=test/accuracy "
+                          "(any evaluated metric) to keep one")
       checkpointer = self.checkpointer(read_only=True)
       try:
         step = checkpointer.best_step()

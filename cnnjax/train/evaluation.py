@@ -81,6 +81,14 @@ class Evaluation:
     self._split_fn = jax.jit(split_outputs, out_shardings=replicated)
     self._batch_fn = jax.jit(batch_outputs, out_shardings=replicated)
 
+  def metric_names(self, *, ema: bool = False) -> set[str]:
+    """Every '<split>/<metric>' an evaluation may report ('<split>_ema/...'
+    too with `ema`), from the metrics the evaluators declare."""
+    suffixes = ("", "_ema") if ema else ("",)
+    return {f"{split}{suffix}/{metric}" for split in self.dataset.eval_splits
+            for suffix in suffixes for name in self.evaluators
+            for metric in evaluators_lib.EVALUATORS.get(name).metric_names}
+
   def _stacked_split(self, split: str):
     """A resident split as stacked, padded batches on the devices (cached)."""
     if split not in self._stacked:

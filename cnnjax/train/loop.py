@@ -18,8 +18,26 @@ A run directory is claimed while it trains (runs/claim.py), its config is
 checked against the one it started with, training resumes from the latest
 readable checkpoint, metrics are logged every `log_every` steps (the only
 host syncs), evaluation and checkpoints come every `eval_every` and
-`checkpoint_every` steps, SIGINT/SIGTERM save a checkpoint before stopping,
-and a non-finite loss stops the run with the last good checkpoint kept.
+`checkpoint_every` steps, and SIGINT/SIGTERM save a checkpoint before
+stopping. config.json is written only once the run is known to go on: a
+rerun that is refused (fewer steps than it trained) leaves it as it was.
+
+Divergence. The host sees every step's metrics where it fetches them anyway
+(log steps, checkpoints), so it knows the first step whose loss, gradient
+norm or weights (a flag the train step computes) stopped being finite; the
+run stops there (`TrainingDiverged`, exit status 2) and a diverged state is
+never checkpointed, so the last checkpoint is a good one. A logged mean loss
+far above the first step's is a warning, once (`config.divergence`).
+
+Logs across a stop. A checkpoint between two log steps stores the window's
+metric sums so far ('window' in its meta record, with 'elapsed_s' and
+'step'); the first log after the resume adds them first, so metrics.jsonl
+of a stopped and resumed run is that of an uninterrupted one (up to the
+wall-clock fields 'time' and 'train/steps_per_s').
+
+A full disk ends the run in one sentence (runs/files.py `DiskFull`, exit
+status 75) with the complete checkpoints kept; the same command resumes once
+space is freed.
 
 Preemption of a multi-process run. The processes must stop at the same step:
 each train step holds collectives, so one process that stopped alone would
@@ -39,7 +57,6 @@ signal came, and it must be asked at every step.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import platform
 import signal
@@ -58,12 +75,12 @@ from cnnjax.errors import CnnjaxError
 from cnnjax.parallel import initialize_distributed, is_primary, max_over_processes
 from cnnjax.runs import Run
 from cnnjax.train.evaluation import Evaluation, evaluate_run, save_artifacts
+# LAST_VALUE_METRICS and train_means: part of this module's API before they
+# moved to monitor.py.
+from cnnjax.train.monitor import (LAST_VALUE_METRICS, SeedRecord,  # noqa: F401
+                                  first_divergence, train_means)
 from cnnjax.train.setup import Setup, build, seed_keys, train_function, train_inputs
 from cnnjax.trees import stack, take
-
-# Train metrics that are a value per step (logged at the last step), not
-# sums over examples.
-LAST_VALUE_METRICS = ("learning_rate", "loss_scale")
 
 
 class TrainingInterrupted(CnnjaxError):
@@ -74,7 +91,12 @@ class TrainingInterrupted(CnnjaxError):
     self.exit_code = 128 + signum
 
 
-class GroupDiverged(CnnjaxError):
+class TrainingDiverged(CnnjaxError):
+  """The loss, the gradient norm or a weight stopped being finite; the last
+  good checkpoint is kept. Exit status 2, as for any refused run."""
+
+
+class GroupDiverged(TrainingDiverged):
   """A seed of a group trained together diverged: train the seeds one at a time."""
 
 
@@ -164,16 +186,20 @@ class SeedGroup:
     return self.evaluate_seeds(state)[0][0]
 
 
-def train_means(host: list[dict]) -> dict[str, float]:
-  """'train/<metric>' averages of per-step metric sums fetched to the host."""
-  totals = {k: sum(float(m[k]) for m in host) for k in host[0]
-            if k not in LAST_VALUE_METRICS}
-  count = totals.pop("count")
-  means = {f"train/{k}": v / count for k, v in totals.items()}
-  for k in LAST_VALUE_METRICS:  # Values at the last step, not sums.
-    if k in host[-1]:
-      means[f"train/{k}"] = float(host[-1][k])
-  return means
+def _close_quietly(checkpointers, logs) -> None:
+  """Finishes the writes under way and closes, while another error is raised
+  (that one is the one to report)."""
+  for c in checkpointers:
+    for finish in (c.wait, c.close):
+      try:
+        finish()
+      except Exception:  # E.g. the same full disk, already being reported.
+        pass
+  for log in logs:
+    try:
+      log.close()
+    except Exception:
+      pass
 
 
 def device_description() -> dict[str, Any]:
@@ -277,36 +303,52 @@ class _Driver:
       if is_primary():  # Process 0 of a multi-host run writes the files.
         for run, config in zip(self.runs, self.configs):
           claims.enter_context(run.claim())
-          run.prepare(config)
+          run.check_config(config)  # config.json: once the run goes on.
       dataset = (get_dataset(self.config.dataset, smoke=self.config.smoke)
                  if self.k > 1 else None)
       self.group = SeedGroup([build(c, dataset=dataset) for c in self.configs])
+      self._check_best_metric()
       return self._train()
+
+  def _check_best_metric(self) -> None:
+    """Refuses a best_metric that no evaluation of this run can report (the
+    best checkpoint would silently never be kept)."""
+    metric = self.config.best_metric
+    if not metric:
+      return
+    known = self.group.evaluation.metric_names(
+        ema=self.group.setups[0].state.ema is not None)
+    if metric not in known:
+      raise CnnjaxError(
+          f"config.best_metric '{metric}' is not a metric that this run's "
+          f"evaluations report ({', '.join(sorted(known))}); set it to one of "
+          "them, or to '' to keep no best checkpoint")
 
   # ---- resuming
 
-  def _restore(self, checkpointers) -> tuple[int, Any, float]:
-    """(start step, state, wall time so far) from the runs' checkpoints."""
+  def _restore(self, checkpointers) -> tuple[int, Any, float, list[dict]]:
+    """(start step, state, wall time so far, each seed's checkpoint record)."""
     group = self.group
     if self.k == 1:
       # Damaged checkpoints are moved aside, with a warning, for the one before.
       restored = checkpointers[0].restore_latest(group.initial_state())
       if not restored:
-        return 0, group.initial_state(), 0.0
+        return 0, group.initial_state(), 0.0, [{}]
       step, state, meta = restored
       print(f"Resuming from the checkpoint at step {step} in {self.runs[0].workdir}",
             file=sys.stderr)
-      return step, state, float(meta.get("elapsed_s", 0.0))
+      return step, state, float(meta.get("elapsed_s", 0.0)), [meta]
     start = min(c.latest_step() or 0 for c in checkpointers)
     if not start:
-      return 0, group.initial_state(), 0.0
-    states, elapsed = [], 0.0
+      return 0, group.initial_state(), 0.0, [{}] * self.k
+    states, metas = [], []
     for setup, checkpointer in zip(group.setups, checkpointers):
       state, meta = checkpointer.restore(start, setup.state)
       states.append(state)
-      elapsed = max(elapsed, float(meta.get("elapsed_s", 0.0)))
+      metas.append(meta)
     print(f"Resuming {self.k} seeds from step {start}", file=sys.stderr)
-    return start, stack(states), elapsed
+    elapsed = max(float(m.get("elapsed_s", 0.0)) for m in metas)
+    return start, stack(states), elapsed, metas
 
   # ---- the loop
 
@@ -319,21 +361,23 @@ class _Driver:
                      for run in self.runs]
     logs = [run.metric_log(enabled=is_primary()) for run in self.runs]
     try:
-      start_step, state, elapsed_before = self._restore(checkpointers)
+      start_step, state, elapsed_before, metas = self._restore(checkpointers)
+      if start_step > num_steps:  # Refused before config.json changes.
+        raise CnnjaxError(
+            f"workdir '{self.runs[0].workdir}' holds a run trained for {start_step} "
+            f"steps, more than the {num_steps} asked for; use another --workdir, "
+            "or ask for at least as many steps")
+      if is_primary():
+        for run, cfg in zip(self.runs, self.configs):
+          run.write_config(cfg)
+      for log in logs:
+        log.truncate_after(start_step)
     except BaseException:
-      for c in checkpointers:
-        c.close()
+      _close_quietly(checkpointers, logs)
       raise
-    if start_step > num_steps:
-      for c in checkpointers:
-        c.close()
-      raise CnnjaxError(
-          f"workdir '{self.runs[0].workdir}' holds a run trained for {start_step} "
-          f"steps, more than the {num_steps} asked for; use another --workdir, "
-          "or ask for at least as many steps")
-    for log in logs:
-      log.truncate_after(start_step)
     inputs = group.train_inputs(start_step)
+    records = [SeedRecord(m) for m in metas]
+    guard = config.divergence
 
     from tqdm.auto import tqdm  # Only the loop needs it.
     t_start = time.perf_counter()
@@ -342,19 +386,25 @@ class _Driver:
     pending: list[dict] = []  # Device-side metric sums since the last log.
     last_log_time, last_log_step = time.perf_counter(), start_step
     saved_step = start_step
+    best_reported = not config.best_metric
 
     def elapsed():
       return elapsed_before + time.perf_counter() - t_start
 
-    def check_finite(losses: Sequence[float], step: int):
-      for i, loss in enumerate(losses):
-        if math.isfinite(loss):
+    def check(per_seed: list[list[dict]], first_step: int):
+      """Stops at the first diverged step of the rows (of steps first_step...)."""
+      for i, (rows, record) in enumerate(zip(per_seed, records)):
+        record.note_first_step(rows, first_step)
+        found = first_divergence(rows, first_step, nonfinite=guard.stop_on_nonfinite)
+        if found is None:
           continue
+        step, what = found
         if k > 1:
-          raise GroupDiverged(f"seed {self.configs[i].seed} diverged by step {step}")
+          raise GroupDiverged(f"seed {self.configs[i].seed} diverged: {what} at "
+                              f"step {step}")
         last = checkpointers[0].latest_step()
-        raise CnnjaxError(
-            f"training diverged: the loss is {loss} by step {step}; "
+        raise TrainingDiverged(
+            f"training diverged: {what} at step {step}; "
             + (f"the last good checkpoint (step {last}) is kept in "
                f"{self.runs[0].workdir}" if last else "no checkpoint was written")
             + "; lower config.optimizer.learning_rate")
@@ -366,24 +416,43 @@ class _Driver:
       nonlocal pending, last_log_time, last_log_step
       if not pending:
         return
-      per_seed = [train_means(rows) for rows in seed_rows(jax.device_get(pending))]
+      per_seed = seed_rows(jax.device_get(pending))
       pending = []
-      check_finite([m["train/loss"] for m in per_seed], step)
+      check(per_seed, last_log_step + 1)
+      means = [train_means(rows, r.carried) for rows, r in zip(per_seed, records)]
       now = time.perf_counter()
       rate = (step - last_log_step) / max(now - last_log_time, 1e-9)
       last_log_time, last_log_step = now, step
-      for log, means in zip(logs, per_seed):
-        log.write(step, dict(means, **{"train/steps_per_s": rate}))
-      pbar.set_postfix(loss=f"{per_seed[0]['train/loss']:.4f}", refresh=False)
+      for i, (log, m, record) in enumerate(zip(logs, means, records)):
+        record.carried = None  # Added to this window's means.
+        log.write(step, dict(m, **{"train/steps_per_s": rate}))
+        warning = record.loss_warning(m["train/loss"], step, guard.loss_factor)
+        if warning and is_primary():
+          who = f"seed {self.configs[i].seed}: " if k > 1 else ""
+          print(f"cnnjax: warning: {who}{warning}", file=sys.stderr)
+      pbar.set_postfix(loss=f"{means[0]['train/loss']:.4f}", refresh=False)
+
+    def report_best_metric(metrics: dict):
+      """One warning if an evaluation lacks the best metric after all."""
+      nonlocal best_reported
+      if best_reported or config.best_metric in metrics:
+        return
+      best_reported = True
+      if is_primary():
+        print(f"cnnjax: warning: the evaluation at step {evaluated_at} reported no "
+              f"{config.best_metric} (config.best_metric), so no checkpoint is "
+              f"kept as the best; it reported {', '.join(sorted(metrics))}",
+              file=sys.stderr)
 
     def save(step):
       nonlocal saved_step
       # Never checkpoint a diverged state (this waits for the pending steps).
-      host = seed_rows(jax.device_get(pending))
-      check_finite([sum(float(m["loss"]) for m in rows) for rows in host], step)
+      per_seed = seed_rows(jax.device_get(pending))
+      check(per_seed, last_log_step + 1)
       for i, checkpointer in enumerate(checkpointers):
         checkpointer.save(step, group.state_of(state, i),
-                          {"elapsed_s": elapsed(), "step": step},
+                          {"elapsed_s": elapsed(), "step": step,
+                           **records[i].meta(per_seed[i])},
                           metrics=evaluated[i][0] if evaluated_at == step else None)
       saved_step = step
 
@@ -432,6 +501,7 @@ class _Driver:
             flush(step, pbar)
           if (config.eval_every and step % config.eval_every == 0) or last:
             evaluated, evaluated_at = group.evaluate_seeds(state), step
+            report_best_metric(evaluated[0][0])
             for log, (metrics_i, _) in zip(logs, evaluated):
               log.write(step, metrics_i)
           if step % config.checkpoint_every == 0 or last:
@@ -440,40 +510,58 @@ class _Driver:
           if signum:
             if saved_step != step:
               save(step)
+            for c in checkpointers:  # The message says saved: it must be.
+              c.wait()
             raise TrainingInterrupted(stop_message(signum, step),
                                       stop.signum or signum)
     except BaseException:  # Errors, signals: finish the writes under way.
-      for c in checkpointers:
-        c.wait()
-        c.close()
-      for log in logs:
-        log.close()
+      _close_quietly(checkpointers, logs)
       raise
     finally:
       if hasattr(inputs, "close"):  # Stops a streaming producer thread.
         inputs.close()
 
+    # Trained: a signal now waits for the last writes (a second one stops).
+    try:
+      with _SignalFlag() as late:
+        results = self._wrap_up(checkpointers, logs, state, evaluated, records,
+                                num_steps=num_steps, start_step=start_step,
+                                elapsed_before=elapsed_before, elapsed=elapsed)
+    except BaseException:
+      _close_quietly(checkpointers, logs)
+      raise
+    if late.signum:
+      print(f"cnnjax: signal {late.signum} came after the last step; the run "
+            "finished first", file=sys.stderr)
+    return results
+
+  def _wrap_up(self, checkpointers, logs, state, evaluated, records, *,
+               num_steps: int, start_step: int, elapsed_before: float,
+               elapsed) -> list[dict[str, Any]]:
+    """Waits for the last checkpoints, then writes each run's result."""
     finished_before = start_step >= num_steps
     if finished_before:  # Nothing trained: report the restored state again.
-      evaluated = group.evaluate_seeds(state)
+      evaluated = self.group.evaluate_seeds(state)
     for c in checkpointers:
       c.wait()
-    best_steps = [c.best_step() if config.best_metric else None for c in checkpointers]
+    best_steps = [c.best_step() for c in checkpointers]
     for c in checkpointers:
       c.close()
+    wall_time_s = elapsed_before if finished_before else elapsed()
+    seeds = [c.seed for c in self.configs]
     results = []
     for i, (run, cfg) in enumerate(zip(self.runs, self.configs)):
-      extra = {"trained_with_seeds": [c.seed for c in self.configs]} if k > 1 else {}
+      extra = {"trained_with_seeds": seeds} if self.k > 1 else {}
       results.append(self._finish(
           run, cfg, num_steps=num_steps, evaluated=evaluated[i],
-          best_step=best_steps[i],
-          wall_time_s=elapsed_before if finished_before else elapsed(), **extra))
+          best_step=best_steps[i], divergence_warning=records[i].warning,
+          wall_time_s=wall_time_s, **extra))
     for log in logs:
       log.close()
     return results
 
   def _finish(self, run: Run, config, *, num_steps: int, evaluated, best_step,
-              wall_time_s: float, **extra) -> dict[str, Any]:
+              divergence_warning, wall_time_s: float, **extra) -> dict[str, Any]:
     """Writes result.json, the curves and the evaluators' artifacts."""
     final, artifacts = evaluated
     final = {k: v for k, v in final.items() if k != "step"}
@@ -486,6 +574,8 @@ class _Driver:
         "seed": config.seed,
         "final": final,
         "best_step": best_step,
+        # The loss warning (config.divergence.loss_factor), or None.
+        "divergence_warning": divergence_warning,
         "wall_time_s": round(wall_time_s, 2),
         "device": device_description(),
         "versions": versions(),

@@ -17,6 +17,11 @@ from cnnjax.train.precision import all_finite
 from cnnjax.train.state import TrainState
 
 
+# Per-step values of `train_step`'s metrics that check the step instead of
+# describing it: the loop reads them and logs none of them.
+CHECKS = ("variables_finite",)
+
+
 def l1_norm(params):
   return sum(jnp.sum(jnp.abs(p)) for p in jax.tree.leaves(params))
 
@@ -65,9 +70,12 @@ def make_train_step(loss_fn: Callable, learning_rate: Callable, *,
   'tokens' for token ids) and its target `batch['label']`.
 
   `metrics` are sums over the batch (see `metrics.classification_sums`) plus
-  the learning rate used; the loop averages them when it logs. A model that
-  returns (logits, aux1, ...) in training (GoogLeNet) adds `aux_weight` times
-  each auxiliary loss to the objective; the metrics are the main logits'.
+  the learning rate used; the loop averages them when it logs. They also hold
+  `CHECKS`: 'variables_finite' is 1 when the parameters and batch statistics
+  after the update are all finite, else 0 (the loop's divergence guard). A
+  model that returns (logits, aux1, ...) in training (GoogLeNet) adds
+  `aux_weight` times each auxiliary loss to the objective; the metrics are the
+  main logits'.
   With `max_norm_value` > 0 the named layers are constrained after the update.
 
   `grad_accum_steps` = k splits the batch into k micro-batches whose
@@ -189,6 +197,10 @@ def make_train_step(loss_fn: Callable, learning_rate: Callable, *,
     # The global gradient norm, weighted by the example count so that the
     # loop's division by the count gives its mean over the logged steps.
     sums = dict(sums, grad_norm=optax.tree.norm(grads) * sums["count"])
+    # Whether the weights this step leaves are all finite: a check, not a
+    # metric (see CHECKS). The loop reads it where it fetches the metrics
+    # anyway, so a diverged state is caught without a host sync per step.
+    extras["variables_finite"] = all_finite(new_state.variables).astype(jnp.float32)
     return new_state, dict(sums, **extras)
 
   return train_step

@@ -135,7 +135,7 @@ def test_keeps_the_last_k_and_the_best_checkpoint(tmp_path):
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
   config = tiny_mnist1d_config(**{"optimizer.name": "sgd",
                                   "optimizer.learning_rate": 1e30})
-  with pytest.raises(CnnjaxError, match=r"training diverged: the loss is nan by step 10"):
+  with pytest.raises(CnnjaxError, match=r"training diverged: the loss is nan at step \d+;"):
     loop.train_and_evaluate(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "checkpoints" / "10")
 

@@ -98,7 +98,7 @@ def test_convert_then_eval_reproduces_torchvision(tmp_path, torch_file, capsys):
   assert any(name.endswith(".png") for name in os.listdir(tmp_path / "viz"))
 
 
-def test_export_torch_loads_strictly_with_the_same_logits(tmp_path, torch_file):
+def test_export_torch_loads_strictly_with_the_same_logits(tmp_path, torch_file, monkeypatch):
   from cnnjax.models import create_model
   from cnnjax.runs import Run
   from cnnjax.weights import read_state_dict
@@ -108,7 +108,9 @@ def test_export_torch_loads_strictly_with_the_same_logits(tmp_path, torch_file):
   assert main(["convert", path, "--model", "resnet18", "--out", run,
                "--config", EVAL_CONFIG, SHALLOW]) == 0
   out = str(tmp_path / "back.pth")
-  assert main(["export", "--workdir", run, "--format", "torch", "--out", out]) == 0
+  # A relative --workdir, as users type it (Orbax itself takes absolute paths).
+  monkeypatch.chdir(tmp_path)
+  assert main(["export", "--workdir", "run", "--format", "torch", "--out", "back.pth"]) == 0
   state = read_state_dict(out)
   original = {k: v.numpy() for k, v in model.state_dict().items()}
   assert set(state) == set(original)
