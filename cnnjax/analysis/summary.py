@@ -263,6 +263,24 @@ def _input_spec(model_name, input_shape, dtype):
   return input_shape, jax.ShapeDtypeStruct((1, *input_shape), dtype)
 
 
+def _blame_field(name: str, overrides: dict, x) -> str | None:
+  """'FIELD=VALUE' of the model field whose default lets the registered
+  model `name` initialize on `x`, or None: the field the user set is named,
+  not the input shape."""
+  from cnnjax.models import create_model, list_models
+  if name not in list_models():
+    return None
+  for field, value in overrides.items():
+    rest = {k: v for k, v in overrides.items() if k != field}
+    try:
+      model = create_model(name, **rest)
+      jax.eval_shape(lambda a, m=model: m.init(jax.random.key(0), a, train=False), x)
+    except Exception:  # noqa: BLE001 - not this field.
+      continue
+    return f"{field}={value!r}"
+  return None
+
+
 def summarize(model: nn.Module | str, input_shape: Sequence[int] | None = None,
               *, dtype=None, xla_flops: bool = True,
               xla_memory_batch: int | None = None,
@@ -289,6 +307,11 @@ def summarize(model: nn.Module | str, input_shape: Sequence[int] | None = None,
       dtype = model_input_dtype(model)
     model = create_model(model, **model_overrides)
   dtype = jnp.float32 if dtype is None else dtype
+  try:
+    jnp.dtype(dtype)
+  except TypeError:
+    raise CnnjaxError(f"dtype={dtype!r} is not a dtype such as 'float32' or "
+                      "'int32'") from None
   input_shape, x = _input_spec(name if isinstance(name, str) else None,
                                input_shape, dtype)
   try:
@@ -298,12 +321,16 @@ def summarize(model: nn.Module | str, input_shape: Sequence[int] | None = None,
     raise CnnjaxError(f"model '{name}' cannot take an input of shape "
                       f"{input_shape}: {e}") from None
   except Exception as e:  # pylint: disable=broad-except
-    # Whatever breaks while shaping a model on a user-chosen input shape is
-    # most likely that shape (a filter larger than a feature map, ...).
+    reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    field = _blame_field(name, model_overrides, x)
+    if field is not None:
+      raise CnnjaxError(f"model '{name}' cannot be built with {field} (it "
+                        f"builds with that field's default): {reason}") from None
+    # Otherwise what breaks while shaping a model on a user-chosen input
+    # shape is most likely that shape (a filter larger than a feature map).
     raise CnnjaxError(
         f"model '{name}' cannot take an input of shape {input_shape} "
-        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-    ) from None
+        f"({reason})") from None
   params_tree = variables.get("params", {})
   # Images and signals are (*spatial, channels); token ids are (*positions,),
   # and their embeddings (*positions, features) are the first feature maps.

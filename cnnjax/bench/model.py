@@ -80,6 +80,9 @@ class Options:
                           f"got {getattr(self, name)}")
     if self.warmup < 0:
       raise CnnjaxError(f"--warmup must be >= 0, got {self.warmup}")
+    if self.num_devices < 0:
+      raise CnnjaxError(f"--devices must be a count of devices, or 0 for all of "
+                        f"them, got {self.num_devices}")
     if self.image_size is not None and self.image_size < 1:
       raise CnnjaxError(f"--image-size must be positive, got {self.image_size}")
     if self.compare not in (None, "torch"):

@@ -17,10 +17,13 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import re
 import sys
 
+from cnnjax.cli import paths
 from cnnjax.config.files import default_workdir  # noqa: F401 - cnnjax.cli's API
 from cnnjax.errors import CnnjaxError
 
@@ -41,6 +44,8 @@ def cmd_train(args, overrides: list[str]) -> int:
 
   config = config_lib.load_config(args.config)
   config_lib.apply_overrides(config, overrides)
+  # The workdir is checked where the run claims it (runs/run.py): empty, a
+  # file, or a place where no directory can be made is one sentence there.
   workdir = args.workdir if args.workdir is not None else default_workdir(args.config)
   result = train_and_evaluate(config, workdir, config_path=args.config)
   print(f"Finished {result['num_steps']} steps in {result['wall_time_s']:.1f} s: "
@@ -127,6 +132,10 @@ def cmd_summary(args, overrides: list[str]) -> int:
 
   from cnnjax.analysis.summary import summarize, write_json
 
+  if args.json is not None:  # Before the summary, not after it.
+    paths.output_file(args.json, "--json")
+  if args.xla_memory_batch is not None and args.xla_memory_batch < 1:
+    raise CnnjaxError(f"--xla-memory-batch must be positive, got {args.xla_memory_batch}")
   options = dict(_parse_option(o) for o in args.option)
   if args.num_classes is not None:
     options["num_classes"] = args.num_classes
@@ -137,7 +146,7 @@ def cmd_summary(args, overrides: list[str]) -> int:
       xla_flops=not args.no_xla, xla_memory_batch=args.xla_memory_batch,
       **options)
   print(summary.format())
-  if args.json:
+  if args.json is not None:
     write_json(summary, args.json)
   return 0
 
@@ -167,17 +176,22 @@ def cmd_visualize(args, overrides: list[str]) -> int:
     raise CnnjaxError("--num-examples, --top-k and --batch-size must be positive")
   if options.steps < 0:
     raise CnnjaxError("--steps cannot be negative")
+  for flag, value in (("--class", options.target_class), ("--channel", options.channel)):
+    if value < -1:  # -1 is each method's default; other negatives are typos.
+      raise CnnjaxError(f"{flag} {value} is not an index; give 0 or more (or "
+                        f"leave {flag} out for the method's default)")
+  out = (paths.output_dir(args.out, "--out") if args.out is not None
+         else os.path.join(args.workdir, "viz"))
   run = load_trained(args.workdir, which="best" if args.best else "latest")
   if options.split and options.split not in run.dataset.splits:
     raise CnnjaxError(f"--split '{options.split}' is not a split of dataset "
                       f"'{run.dataset.name}' ({', '.join(run.dataset.splits)})")
-  out = args.out or os.path.join(args.workdir, "viz")
   if args.method == "gallery":
     result = write_gallery(run, out, options, progress=main_progress)
     shown = sum(1 for s in result["sections"] if not s.get("error"))
     print(f"Gallery of {shown} methods: {result['page']}")
     return 0
-  result = registry.run_method(args.method, run, options, out)
+  result = registry.run_method(args.method, run, options, out, strict=True)
   print(f"{args.method} (checkpoint step {run.step}): {result['caption']}")
   for path in result["files"]:
     print(f"  {path}")
@@ -190,12 +204,14 @@ def cmd_benchmark_data(args, overrides: list[str]) -> int:
 
   if args.steps < 1 or args.repeats < 1:
     raise CnnjaxError("--steps and --repeats must be positive")
+  if args.json is not None:  # Before the timing, not after it.
+    paths.output_file(args.json, "--json")
   config = config_lib.load_config(args.config)
   config_lib.apply_overrides(config, overrides)
   config = config_lib.apply_smoke(config)
   result = benchmark_input(config, steps=args.steps, repeats=args.repeats)
   print(format_result(result))
-  if args.json:
+  if args.json is not None:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=2)
   return 0
@@ -210,23 +226,14 @@ def cmd_benchmark(args, overrides: list[str]) -> int:
       steps=args.steps, repeats=args.repeats, warmup=args.warmup,
       image_size=args.image_size, num_classes=args.num_classes,
       num_devices=args.devices, compare=args.compare)
-  if args.json:
-    _check_writable(args.json)
+  if args.json is not None:  # Before the timing, not after it.
+    paths.output_file(args.json, "--json")
   result = bench.benchmark_model(options)
   print(bench.format_result(result))
-  if args.json:
+  if args.json is not None:
     bench.write_json(result, args.json)
     print(f"wrote {args.json}")
   return 0
-
-
-def _check_writable(path: str) -> None:
-  """Fails before a long run whose result could not be written."""
-  directory = os.path.dirname(os.path.abspath(path))
-  if not os.path.isdir(directory):
-    raise CnnjaxError(f"cannot write {path}: directory {directory} does not exist")
-  if os.path.isdir(path):
-    raise CnnjaxError(f"cannot write {path}: it is a directory")
 
 
 def cmd_conv_benchmark(args, overrides: list[str]) -> int:
@@ -245,11 +252,31 @@ _PASS_THROUGH = {"conv-benchmark": cmd_conv_benchmark}
 _CONFIG_DRIVEN = ("train", "sweep", "reproduce", "benchmark-data")
 
 
+class _FlagError(CnnjaxError):
+  """A command line that argparse cannot read."""
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse, whose mistakes (a missing or unknown flag, `--steps abc`, an
+  unknown --format) are one line and exit status 2 like every other user
+  error, instead of its usage block and a SystemExit. The subcommands'
+  parsers are of this class too (argparse makes them with the parent's)."""
+
+  def error(self, message):
+    hint = ""
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:  # A typo of a subcommand or of a --format: name the closest.
+      close = difflib.get_close_matches(
+          choice.group(1), re.findall(r"'([^']*)'", choice.group(2)), n=1)
+      hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise _FlagError(f"{message}{hint} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
       prog="cnnjax", description="Convolutional neural networks in JAX/Flax.",
       allow_abbrev=False)
-  common = argparse.ArgumentParser(add_help=False)
+  common = _Parser(add_help=False)
   common.add_argument(
       "--compilation-cache", metavar="DIR",
       help="XLA's persistent compilation cache: a directory, 'auto' (the "
@@ -374,32 +401,58 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  parser = build_parser()
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+  """(the parsed flags, the --config.KEY=VALUE overrides)."""
   if argv and argv[0] in _PASS_THROUGH:
-    args = argparse.Namespace(func=_PASS_THROUGH[argv[0]],
-                              benchmark_args=argv[1:])
-    rest = []
-  else:
-    args, rest = parser.parse_known_args(argv)
+    return argparse.Namespace(func=_PASS_THROUGH[argv[0]],
+                              benchmark_args=argv[1:]), []
+  parser = build_parser()
+  args, rest = parser.parse_known_args(argv)
   overrides = [a for a in rest if a.startswith("--config.")]
   unknown = [a for a in rest if not a.startswith("--config.")]
-  if unknown or (overrides and not args.takes_overrides):
-    parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+  if unknown:
+    parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+  if overrides and not args.takes_overrides:
+    raise _FlagError(f"cnnjax {args.command} takes no --config.KEY=VALUE "
+                     f"overrides, got {' '.join(overrides)}")
+  return args, overrides
+
+
+def _fail(e: CnnjaxError) -> int:
+  """The one line a user error becomes, and its exit status."""
+  print(f"cnnjax: error: {e}", file=sys.stderr)
+  return getattr(e, "exit_code", 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  try:
+    args, overrides = _parse(argv)
+  except CnnjaxError as e:
+    return _fail(e)
   from cnnjax import runtime
 
+  if getattr(args, "command", None) == "train":  # Until the loop takes signals.
+    import signal
+
+    def stopped_before_training(signum, frame):
+      print(f"cnnjax: stopped by signal {signum} before training started; nothing "
+            "to save; run the same command again", file=sys.stderr)
+      raise SystemExit(128 + signum)  # Unwinds: the workdir's claim is released.
+
+    signal.signal(signal.SIGTERM, stopped_before_training)
   runtime.apply_xla_defaults()  # Before anything starts JAX's CPU client.
   try:
     cache = getattr(args, "compilation_cache", None)
     if cache is not None:
+      if cache.strip().lower() not in ("auto", "none", ""):  # A directory: usable?
+        paths.output_dir(cache, "--compilation-cache")
       runtime.enable_compilation_cache(cache, explicit=True)
     elif getattr(args, "command", None) not in _CONFIG_DRIVEN:
       runtime.enable_compilation_cache("auto")
     return args.func(args, overrides)
   except CnnjaxError as e:
-    print(f"cnnjax: error: {e}", file=sys.stderr)
-    return getattr(e, "exit_code", 2)
+    return _fail(e)
   except KeyboardInterrupt:
     print("cnnjax: interrupted", file=sys.stderr)
     return 130

@@ -12,6 +12,7 @@ import copy
 import os
 import sys
 
+from cnnjax.cli import paths
 from cnnjax.errors import CnnjaxError
 
 # Which executor each option belongs to (for one-sentence refusals).
@@ -119,8 +120,9 @@ def cmd_sweep(args, overrides: list[str]) -> int:
     seeds = list(range(first, first + args.seeds))
   from cnnjax.config.files import default_workdir
 
-  workdir = args.workdir or os.path.join(
-      "runs", "sweeps", os.path.relpath(default_workdir(args.config), "runs"))
+  workdir = (paths.output_dir(args.workdir, "--workdir") if args.workdir is not None
+             else os.path.join("runs", "sweeps",
+                               os.path.relpath(default_workdir(args.config), "runs")))
   summary = sweep.run(config, grid, seeds, workdir=workdir, overrides=overrides,
                       metrics=args.metric or None, config_path=args.config,
                       vmap_seeds=args.vmap_seeds, executor=executor_from(args))
@@ -144,6 +146,13 @@ def cmd_sweep(args, overrides: list[str]) -> int:
 def cmd_reproduce(args, overrides: list[str]) -> int:
   from cnnjax import reproduce
 
+  # Output paths first: an empty one would silently mean the default.
+  if args.workdir is not None:
+    paths.output_dir(args.workdir, "--workdir")
+  if args.results is not None:
+    paths.output_file(args.results, "--results", make_parents=True)
+    paths.output_dir(reproduce.results_dirs(args.results)[0],
+                     "--results (its results/cards folder)")
   experiments = reproduce.discover("experiments")
   chosen = reproduce.select(experiments, args.filter)
   if args.seeds is not None and args.seeds < 1:

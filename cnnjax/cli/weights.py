@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cnnjax.cli import paths
 from cnnjax.errors import CnnjaxError
 
 EXPORT_FORMATS = ("stablehlo", "onnx", "torch")
@@ -17,9 +18,15 @@ def cmd_convert(args, overrides: list[str]) -> int:
     for row in weights.twin_table():
       print(f"{row['model']:22s} {row['library']}.{row['twin']:22s} {row['weights']}")
     return 0
-  if not args.file or not args.model or not args.out:
+  if not args.file or not args.model or args.out is None:
     raise CnnjaxError("convert needs a weight FILE, --model NAME and --out RUN "
                       "(or --list)")
+  if args.num_classes is not None and args.num_classes < 1:
+    raise CnnjaxError(f"--num-classes must be positive, got {args.num_classes}")
+  from cnnjax.weights.run import check_new_run_dir, write_converted_run
+
+  # The output before the weights: reading a large file for nothing is slow.
+  check_new_run_dir(paths.output_dir(args.out, "--out"))
   config, module, fields = None, None, {}
   if args.config:
     from cnnjax import config as config_lib
@@ -27,19 +34,18 @@ def cmd_convert(args, overrides: list[str]) -> int:
     config = config_lib.load_config(args.config)
     config_lib.apply_overrides(config, overrides)
     module = config_lib.import_experiment_file(args.config)
+    if config.model.get("name") not in ("", None, args.model):
+      raise CnnjaxError(f"the config's model is '{config.model.name}' but "
+                        f"--model is '{args.model}'")
     # The config's model fields (other than the name) shape the model.
     fields = {k: v for k, v in config.model.items() if k != "name"}
   elif overrides:
     raise CnnjaxError("--config.KEY=VALUE overrides need a --config to apply to")
-  from cnnjax.weights.run import write_converted_run
-
-  num_classes = args.num_classes or fields.pop("num_classes", None)
+  num_classes = (args.num_classes if args.num_classes is not None
+                 else fields.pop("num_classes", None))
   pretrained = weights.load_pretrained(args.model, args.file,
                                        num_classes=num_classes, **fields)
   if config is not None:
-    if config.model.get("name") not in ("", None, args.model):
-      raise CnnjaxError(f"the config's model is '{config.model.name}' but "
-                        f"--model is '{args.model}'")
     config.model.name = args.model
     if hasattr(module, "apply_reference"):  # e.g. torchvision's published top-1.
       module.apply_reference(config)
@@ -51,6 +57,8 @@ def cmd_convert(args, overrides: list[str]) -> int:
 
 
 def cmd_export(args, overrides: list[str]) -> int:
+  if args.out is not None:  # An empty --out would silently mean the default.
+    paths.output_file(args.out, "--out", make_parents=True)
   if args.format == "torch":
     from cnnjax.weights.run import export_run_weights
 

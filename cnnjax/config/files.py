@@ -7,6 +7,8 @@ import os
 
 import ml_collections
 
+from cnnjax.config.base import base_config
+from cnnjax.config.overrides import flat_keys
 from cnnjax.errors import CnnjaxError
 
 
@@ -31,6 +33,12 @@ def _import_file(path: str, prefix: str = "cnnjax_experiment_"):
 def load_config(path: str | os.PathLike[str]) -> ml_collections.ConfigDict:
   """Imports the experiment file at `path` and returns its locked config."""
   path = os.fspath(path)
+  if not path.strip():
+    raise CnnjaxError("the config file is empty; give an experiment, e.g. "
+                      "--config experiments/mnist1d/cnn.py")
+  if os.path.isdir(path):
+    raise CnnjaxError(f"config file '{path}' is a directory; an experiment is "
+                      "a .py file in it with a get_config() function")
   if not os.path.isfile(path):
     raise CnnjaxError(f"config file '{path}' does not exist")
   if not path.endswith(".py"):
@@ -46,11 +54,30 @@ def load_config(path: str | os.PathLike[str]) -> ml_collections.ConfigDict:
   except Exception as e:  # A mistake inside the user's get_config().
     raise CnnjaxError(f"get_config() in '{path}' failed: "
                       f"{type(e).__name__}: {e}") from e
-  if not isinstance(config, ml_collections.ConfigDict):
-    raise CnnjaxError(
-        f"get_config() in '{path}' must return an ml_collections.ConfigDict")
+  _check_returned(config, path)
   config.lock()
   return config
+
+
+def _check_returned(config, path: str) -> None:
+  """Refuses what get_config() returned unless it is a config the driver can
+  read: a (mutable) ConfigDict with every key of `base_config()`. Without
+  this, a missing key is an AttributeError deep inside training."""
+  if isinstance(config, ml_collections.FrozenConfigDict):
+    raise CnnjaxError(f"get_config() in '{path}' returns a FrozenConfigDict; "
+                      "return the ConfigDict itself (overrides change it)")
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise CnnjaxError(
+        f"get_config() in '{path}' must return an ml_collections.ConfigDict, "
+        f"not {type(config).__name__}")
+  have = set(flat_keys(config))
+  missing = [k for k in flat_keys(base_config()) if k not in have]
+  if missing:
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more"
+                                      if len(missing) > 5 else "")
+    raise CnnjaxError(
+        f"get_config() in '{path}' returns a config without the keys {shown}; "
+        "build it from cnnjax.config.base_config() (or another experiment)")
 
 
 def module_from(this_file: str, sibling: str):

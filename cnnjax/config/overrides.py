@@ -39,6 +39,47 @@ def check_key(config: ml_collections.ConfigDict, key: str, where: str = "") -> N
   raise CnnjaxError(f"unknown config key '{key}'{' ' + where if where else ''}{hint}")
 
 
+# Tuple keys of numbers whose base value is empty, so that their type cannot
+# be read from it: 'int' or 'float' (a number) for each element.
+_NUMBER_TUPLES = {"schedule.boundaries": "int", "schedule.boundary_epochs": "float",
+                  "dataset.classes": "int", "dataset.mean": "float",
+                  "dataset.std": "float", "augment.crop_scale": "float"}
+
+
+def _is_number(value: Any, kind: str) -> bool:
+  if isinstance(value, bool):
+    return False
+  return isinstance(value, int) if kind == "int" else isinstance(value, (int, float))
+
+
+def _element_kind(key: str, current: tuple) -> str | None:
+  """'int' or 'float' when every element of a tuple key must be a number
+  (known, or read from its current value), else None."""
+  if key in _NUMBER_TUPLES:
+    return _NUMBER_TUPLES[key]
+  if current and all(_is_number(v, "int") for v in current):
+    return "int"
+  if current and all(_is_number(v, "float") for v in current):
+    return "float"
+  return None
+
+
+def _check_elements(items: tuple, current: tuple, key: str, text: str) -> tuple:
+  """`items` with whole floats made ints where ints belong; one sentence
+  naming the key for an element that is not a number of the right kind
+  (otherwise a traceback in whatever first does arithmetic with it)."""
+  kind = _element_kind(key, tuple(current))
+  if kind is None:
+    return items
+  if kind == "int":
+    items = tuple(int(v) if isinstance(v, float) and v.is_integer() else v for v in items)
+  if not all(_is_number(v, kind) for v in items):
+    what = "integers" if kind == "int" else "numbers"
+    raise CnnjaxError(f"--config.{key} expects {what} such as "
+                      f"{'(1, 2)' if kind == 'int' else '(0.5, 1.0)'}, got '{text}'")
+  return items
+
+
 def _parse_value(text: str, current: Any, key: str) -> Any:
   """Turns the text of an override into a value of the field's type."""
   if isinstance(current, bool):
@@ -68,9 +109,15 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
     if not text.strip():
       return ()
     if isinstance(value, (tuple, list)):
-      return tuple(value)
-    # '1,2,3' parses as a tuple above; what is left is one item or bare words.
-    return tuple(literal_or_text(t) for t in text.split(",") if t.strip())
+      return _check_elements(tuple(value), current, key, text)
+    # '1,2,3' parses as a tuple above; what is left is one item or bare
+    # words, written bare ('a,b') or as Python writes a tuple ('(a, b)').
+    inner = text.strip()
+    if inner[:1] + inner[-1:] in ("()", "[]"):
+      inner = inner[1:-1]
+    return _check_elements(
+        tuple(literal_or_text(t) for t in inner.split(",") if t.strip()),
+        current, key, text)
   return value  # None or another type: take the literal as it is.
 
 
@@ -80,6 +127,18 @@ def literal_or_text(text: str) -> Any:
     return ast.literal_eval(text.strip())
   except (ValueError, SyntaxError):
     return text.strip()
+
+
+# How a shell user writes True, False and None for a model field, whose type
+# the config does not know: 'true' must not become the (truthy) text 'true'.
+_WORDS = {"true": True, "false": False, "none": None, "null": None}
+
+
+def _model_field_value(text: str) -> Any:
+  """The value of a new 'model.FIELD' override: a literal, true/false/none
+  in any case, or else the text (create_model checks it against the field)."""
+  word = text.strip().lower()
+  return _WORDS[word] if word in _WORDS else literal_or_text(text)
 
 
 def apply_overrides(config: ml_collections.ConfigDict,
@@ -93,7 +152,7 @@ def apply_overrides(config: ml_collections.ConfigDict,
     key, raw = text.split("=", 1)
     check_key(config, key)
     if key not in flat_keys(config):  # A new model field.
-      _set_model_field(config, key, literal_or_text(raw))
+      _set_model_field(config, key, _model_field_value(raw))
       continue
     set_value(config, key, _parse_value(raw, get_value(config, key), key))
   return config

@@ -12,6 +12,7 @@ writes a file or jits: the driver (loop.py) does both.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 from typing import Any, Callable
@@ -70,6 +71,45 @@ def _check_task(config, dataset) -> None:
                       "has token inputs")
 
 
+def _check_classes(config, dataset) -> None:
+  """Refuses a config.model.num_classes other than the data's: a head of the
+  wrong size trains without a word (labels beyond it are never predicted,
+  extra outputs are never a label) and reports a meaningless accuracy. The
+  model takes the data's count when the config leaves num_classes unset;
+  with config.dataset.classes the data's count is that subset's size."""
+  wanted = config.model.get("num_classes")
+  if wanted is None or wanted == dataset.num_classes:
+    return
+  subset = tuple(config.dataset.get("classes", ()) or ())
+  kept = f" (the {len(subset)} of config.dataset.classes)" if subset else ""
+  raise CnnjaxError(
+      f"config.model.num_classes is {wanted} but dataset '{dataset.name}' has "
+      f"{dataset.num_classes} classes{kept}; leave model.num_classes unset "
+      "and the model takes the data's count (transfer.reinit replaces a "
+      "pretrained head)")
+
+
+def _blame_model_field(config, dataset, example) -> str | None:
+  """The config.model field whose default would let the model initialize on
+  `example`, as 'model.FIELD=VALUE', or None. Tried one field at a time,
+  abstractly (jax.eval_shape: no compilation), only after an initialization
+  failed, so that the error names the field the user set, not the input."""
+  for field, value in config.model.items():
+    if field == "name":
+      continue
+    trial = copy.deepcopy(config)
+    with trial.model.unlocked():
+      del trial.model[field]
+    try:
+      model = model_for(trial, dataset)
+      jax.eval_shape(lambda r, x, m=model: m.init(r, x, train=False),
+                     jax.random.key(0), example)
+    except Exception:  # noqa: BLE001 - this field is not the one to blame.
+      continue
+    return f"model.{field}={value!r}"
+  return None
+
+
 def is_resident(config, dataset) -> bool:
   """Whether the data is held on the device (in memory, and small enough)."""
   return (isinstance(dataset, ArrayDataset) and
@@ -83,11 +123,20 @@ def initial_variables(config, model, dataset) -> dict:
   example = np.zeros((1, *dataset.input_shape), pipeline.model_input_dtype(dataset))
   try:
     variables = jax.jit(lambda r, x: model.init(r, x, train=False))(init_rng, example)
-  except (TypeError, ValueError) as e:
+  except CnnjaxError:
+    raise
+  except Exception as e:  # noqa: BLE001 - turned into one sentence, or re-raised.
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    field = _blame_model_field(config, dataset, example)
+    if field is not None:
+      raise CnnjaxError(
+          f"model '{config.model.name}' cannot be built with config.{field} "
+          f"(it builds with that field's default): {reason}") from e
+    if not isinstance(e, (TypeError, ValueError)):
+      raise  # Neither the config's fields nor a shape: a bug, with its traceback.
     raise CnnjaxError(
         f"model '{config.model.name}' cannot take inputs of shape "
-        f"{dataset.input_shape} from dataset '{dataset.name}': "
-        f"{str(e).splitlines()[0]}") from e
+        f"{dataset.input_shape} from dataset '{dataset.name}': {reason}") from e
   return transfer.initialize_from(config, variables)
 
 
@@ -135,6 +184,7 @@ def build(config: ml_collections.ConfigDict, *, dataset=None) -> Setup:
   if dataset is None:
     dataset = get_dataset(config.dataset, smoke=config.smoke)
   _check_task(config, dataset)
+  _check_classes(config, dataset)
   resident = is_resident(config, dataset)
   durations = config_lib.resolve_durations(config,
                                            dataset.num_examples(dataset.train_split))

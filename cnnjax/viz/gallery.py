@@ -28,6 +28,7 @@ def write_gallery(trained, out_dir: str, options: Options | None = None, *,
     get_method(name)  # Unknown names fail before any work.
   os.makedirs(out_dir, exist_ok=True)
   sections = []
+  options.forget_reads()
   for name in names:
     start = time.perf_counter()
     try:
@@ -39,6 +40,9 @@ def write_gallery(trained, out_dir: str, options: Options | None = None, *,
                 "error": str(e), "seconds": time.perf_counter() - start}
       say(f"  {name}: skipped ({e})")
     sections.append(result)
+  unread = options.unread()
+  if unread:  # Set for the gallery, yet no method read it: a typo, most likely.
+    raise CnnjaxError(f"no method of the gallery uses {', '.join(unread)}")
   page = os.path.join(out_dir, "index.html")
   with open(page + ".tmp", "w") as f:
     f.write(_page(trained, sections, out_dir))

@@ -24,11 +24,23 @@ from cnnjax.registry import Registry
 from cnnjax.viz import figures
 
 
+# The options a method may ignore silently: bounds on memory and the random
+# seed change no picture. Any other option a user sets and the method never
+# reads is refused (`Options.unread`): `--layer` for saliency, `--channel` for
+# activations or a misspelt `--option` would otherwise do nothing, unsaid.
+_FLAGS = {"split": "--split", "indices": "--indices",
+          "num_examples": "--num-examples", "layer": "--layer",
+          "channel": "--channel", "target_class": "--class", "steps": "--steps",
+          "top_k": "--top-k"}
+
+
 @dataclasses.dataclass
 class Options:
   """What a method may be asked for; each method reads what it needs.
 
-  `extra` holds method-specific values from `--option key=value`.
+  `extra` holds method-specific values from `--option key=value`. The
+  options a method reads are recorded, so that one set but never read can
+  be refused (`unread`).
   """
   split: str = ""  # '' = the dataset's test split
   indices: tuple[int, ...] = ()  # examples to explain; () = the first `num_examples`
@@ -41,9 +53,30 @@ class Options:
   batch_size: int = 256  # memory bound for methods that run many passes
   seed: int = 0
   extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+  _read: set[str] = dataclasses.field(default_factory=set, init=False,
+                                      repr=False, compare=False)
+
+  def __getattribute__(self, name: str):
+    if name in _FLAGS:
+      object.__getattribute__(self, "_read").add(name)
+    return object.__getattribute__(self, name)
+
+  def forget_reads(self) -> None:
+    """Starts recording afresh (the CLI's own checks read options too)."""
+    self._read.clear()
+
+  def unread(self) -> list[str]:
+    """The options set to other than their default that nothing read since
+    `forget_reads`, as the flags a user typed ('--layer', '--option x')."""
+    defaults = Options()
+    given = [flag for field, flag in _FLAGS.items()
+             if field not in self._read and
+             object.__getattribute__(self, field) != object.__getattribute__(defaults, field)]
+    return given + [f"--option {k}" for k in self.extra if "extra:" + k not in self._read]
 
   def get(self, key: str, default):
     """A method-specific option, converted to the type of `default`."""
+    self._read.add("extra:" + key)
     if key not in self.extra:
       return default
     value = self.extra[key]
@@ -94,15 +127,28 @@ def get_method(name: str) -> Method:
   return METHODS.get(name)
 
 
-def run_method(name: str, trained, options: Options, out_dir: str) -> dict[str, Any]:
+def run_method(name: str, trained, options: Options, out_dir: str, *,
+               strict: bool = False) -> dict[str, Any]:
   """Runs a method on `trained` (a `runs.TrainedModel`) and writes
   `<out_dir>/<name>.npz` and its PNGs.
+
+  strict: refuse, before writing, an option set that the method never read
+  (`cnnjax visualize` is strict; the gallery, whose options are for
+  whichever methods read them, checks them all at its end).
 
   Returns {'method', 'caption', 'files': [paths]}.
   """
   plt = figures.pyplot()
   method = get_method(name)
+  if strict:
+    options.forget_reads()
   output = method.fn(trained, options)
+  unread = options.unread() if strict else []
+  if unread:  # Refused before anything is written.
+    for figure in output.figures.values():
+      plt.close(figure)
+    raise CnnjaxError(f"{name} does not use {', '.join(unread)}; leave "
+                      f"{'it' if len(unread) == 1 else 'them'} out")
   os.makedirs(out_dir, exist_ok=True)
   files = []
   if output.arrays:

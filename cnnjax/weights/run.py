@@ -41,13 +41,21 @@ def _run_config(pretrained: Pretrained, config: ml_collections.ConfigDict | None
   return config
 
 
-def write_converted_run(out: str, pretrained: Pretrained,
-                        config: ml_collections.ConfigDict | None = None) -> Run:
-  """A run directory `out` holding `pretrained`'s variables as step 0."""
+def check_new_run_dir(out: str) -> str:
+  """`out` as an absolute path, if a converted run may be written there: a
+  new (or empty) directory; one sentence otherwise. Callers check before
+  reading a weight file, so that a mistake costs no conversion."""
   out = os.path.abspath(os.path.expanduser(os.fspath(out)))
   if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
     raise CnnjaxError(f"'{out}' already exists; give --out a new directory "
                       "(nothing is overwritten)")
+  return out
+
+
+def write_converted_run(out: str, pretrained: Pretrained,
+                        config: ml_collections.ConfigDict | None = None) -> Run:
+  """A run directory `out` holding `pretrained`'s variables as step 0."""
+  out = check_new_run_dir(out)
   config = _run_config(pretrained, config)
   parent = os.path.dirname(out)
   try:
