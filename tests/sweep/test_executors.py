@@ -134,6 +134,7 @@ def test_every_executor_trains_the_same_runs_into_the_same_files(serial, make, t
   assert [r["status"] for r in again.runs] == ["done"] * 4
 
 
+@pytest.mark.slow  # 20 s: two worker processes; the default suite keeps the pure layout tests.
 def test_local_workers_train_vmapped_seed_groups_and_report_failures(serial, tmp_path):
   _, serial_summary = serial
   root = str(tmp_path / "sweep")

@@ -368,6 +368,7 @@ def _train_lines(workdir):
   return [e for e in Run(str(workdir)).metrics() if "train/loss" in e]
 
 
+@pytest.mark.slow  # Two real training processes (about 11 s).
 def test_a_second_trainer_in_the_same_workdir_is_refused_and_changes_nothing(
     tmp_path, cli_env):
   workdir = tmp_path / "w"

@@ -182,6 +182,7 @@ def test_every_experiment_loads_validates_and_names_a_known_source(name):
   assert config.reference.metric and config.reference.source
 
 
+@pytest.mark.slow  # About 10 s of CLI smoke runs.
 def test_source_experiments_run_in_smoke_mode_from_the_cli(tmp_path, capsys):
   from cnnjax.cli import main
   from conftest import EXPERIMENTS
