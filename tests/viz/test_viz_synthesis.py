@@ -163,8 +163,13 @@ def test_style_transfer_lowers_style_and_total_loss():
 
 
 # Each method with a few steps, and at its default length, which must stay
-# under 10 s on a tiny model. (Not under -m slow: beside the slow tier's
-# heavy runs the timing no longer measures the method.)
+# under 10 s on a tiny model, compiling included. Beside another xdist worker
+# on 2 cores the same call measured 10.8-11 s with a cold compilation cache,
+# so a parallel run allows 15 s: still a guard against a method that became
+# several times slower. (Not under -m slow: beside the slow tier's heavy runs
+# the timing no longer measures the method.)
+_TIME_LIMIT_S = 15 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1 else 10
+
 @pytest.mark.parametrize("name", METHODS)
 @pytest.mark.parametrize("sub", ["short", "defaults"])
 def test_registered_methods_write_files(name, sub, tmp_path):
@@ -173,7 +178,7 @@ def test_registered_methods_write_files(name, sub, tmp_path):
   start = time.perf_counter()
   result = registry.run_method(name, run, options, str(tmp_path / sub))
   elapsed = time.perf_counter() - start
-  assert elapsed < 10, f"{name} took {elapsed:.1f} s"
+  assert elapsed < _TIME_LIMIT_S, f"{name} took {elapsed:.1f} s"
   pngs = [f for f in result["files"] if f.endswith(".png")]
   assert pngs and all(os.path.getsize(f) > 1000 for f in pngs)
   npz = tmp_path / sub / f"{name}.npz"
