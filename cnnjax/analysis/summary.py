@@ -30,6 +30,7 @@ import numpy as np
 from cnnjax.analysis.receptive_field import LayerGeometry, ReceptiveField
 from cnnjax.analysis.shapes import conv_flops, same_padding
 from cnnjax.errors import CnnjaxError
+from cnnjax.layers.transpose import ConvTranspose
 
 
 @dataclasses.dataclass
@@ -119,6 +120,9 @@ def _geometry(module, in_spatial, out_spatial) -> list[LayerGeometry] | None:
   ndim = len(in_spatial)
   kernel = getattr(module, "kernel_size", None)
   window = getattr(module, "window_shape", None)
+  if isinstance(module, ConvTranspose):
+    return [_transposed_geometry(*g) for g in zip(
+        module.kernel_size, module.strides, module.dilation, module.padding)]
   if kernel is not None and not isinstance(module, nn.ConvTranspose):
     kernel = _tuple(kernel, ndim, 1)
     strides = _tuple(getattr(module, "strides", None), ndim, 1)
@@ -134,6 +138,21 @@ def _geometry(module, in_spatial, out_spatial) -> list[LayerGeometry] | None:
                      strides, (1,) * ndim)
     return [LayerGeometry(k, s, 1, p) for k, s, p in zip(window, strides, pads)]
   return _inferred_geometry(in_spatial, out_spatial)
+
+
+def _transposed_geometry(kernel: int, stride: int, dilation: int,
+                         padding: int) -> LayerGeometry:
+  """One dim of `layers.ConvTranspose` in its input's units: jump 1/stride;
+  the size grows by the widest span of input units one output sees; the
+  centre moves by (padding - dilation * (kernel - 1) / 2) / stride, the
+  mean over output positions (the true centres step, a line cannot)."""
+  span = 0  # Output o reads input (o + padding - dilation * m) / stride.
+  for residue in range(stride):
+    taps = [m for m in range(kernel) if (residue - dilation * m) % stride == 0]
+    if taps:
+      span = max(span, (taps[-1] - taps[0]) * dilation // stride)
+  low = span / 2 - (padding - dilation * (kernel - 1) / 2) / stride
+  return LayerGeometry(span + 1, 1 / stride, 1, low)
 
 
 def _inferred_geometry(in_spatial, out_spatial) -> list[LayerGeometry]:
@@ -154,6 +173,9 @@ def _layer_flops(module, x, y) -> int | None:
     kernel = _tuple(module.kernel_size, y.ndim - 2, 1)
     return conv_flops(y.shape[1:-1], kernel, x.shape[-1], y.shape[-1],
                       groups=module.feature_group_count)
+  if isinstance(module, ConvTranspose):  # Every input scatters a kernel.
+    return conv_flops(x.shape[1:-1], module.kernel_size, y.shape[-1],
+                      x.shape[-1], groups=module.groups)
   if isinstance(module, nn.Dense):
     positions = math.prod(y.shape[1:-1])
     return 2 * positions * x.shape[-1] * y.shape[-1]

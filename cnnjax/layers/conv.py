@@ -87,6 +87,26 @@ def check_window_fits(spatial: Sequence[int], window: Sequence[int],
           f"{lo}+{hi} < {w}).")
 
 
+
+def kernel_ndim(kernel_size, ndim: int | None, layer: str) -> int:
+  """The number of spatial dims of a layer's `kernel_size` (an int: `ndim`,
+  default 2; a sequence: its length, which must agree with `ndim`); 1 to 3,
+  else one sentence naming `layer`."""
+  if isinstance(kernel_size, int):
+    n = 2 if ndim is None else ndim
+  else:
+    try:
+      n = len(kernel_size)
+    except TypeError:
+      raise CnnjaxError(f"{layer} kernel_size must be an int or a sequence of "
+                        f"ints, got {kernel_size!r}.") from None
+    if ndim is not None and ndim != n:
+      raise CnnjaxError(f"{layer} kernel_size {tuple(kernel_size)!r} has {n} "
+                        f"spatial dims but ndim={ndim}.")
+  if not 1 <= n <= 3:
+    raise CnnjaxError(f"{layer} supports 1, 2 or 3 spatial dims, got {n}.")
+  return n
+
 class Conv(nn.Conv):
   """`flax.linen.Conv` with int kernels of `ndim` dims and early shape errors.
 
@@ -109,19 +129,7 @@ class Conv(nn.Conv):
     # Canonicalise before flax freezes the dataclass, so clones (which pass
     # these values back in) see the same, already-normalised values.
     kernel = self.kernel_size
-    if isinstance(kernel, int):
-      ndim = 2 if self.ndim is None else self.ndim
-    else:
-      try:
-        ndim = len(kernel)
-      except TypeError:
-        raise CnnjaxError(f"kernel_size must be an int or a sequence of ints, "
-                          f"got {kernel!r}.") from None
-      if self.ndim is not None and self.ndim != ndim:
-        raise CnnjaxError(f"kernel_size {tuple(kernel)!r} has {ndim} spatial "
-                          f"dims but ndim={self.ndim}.")
-    if not 1 <= ndim <= 3:
-      raise CnnjaxError(f"Conv supports 1, 2 or 3 spatial dims, got {ndim}.")
+    ndim = kernel_ndim(kernel, self.ndim, "Conv")
     values = dict(
         ndim=ndim,
         kernel_size=spatial_tuple(kernel, ndim, "kernel_size"),

@@ -201,6 +201,39 @@ def adaptive_avg_pool(x, output_size):
   return x
 
 
+def _adaptive_bins(size_in: int, size_out: int):
+  """(out, longest bin) input indices of PyTorch's adaptive bins, each row
+  padded with its bin's first index (a repeat never changes a max and,
+  coming later, never wins a tie)."""
+  bins = [range((i * size_in) // size_out, -((-(i + 1) * size_in) // size_out))
+          for i in range(size_out)]
+  longest = max(len(b) for b in bins)
+  return np.array([list(b) + [b[0]] * (longest - len(b)) for b in bins],
+                  np.int32)
+
+
+def adaptive_max_pool(x, output_size):
+  """Max pooling to a fixed spatial size, with PyTorch's bins (those of
+  `adaptive_avg_pool`).
+
+  A max over a box is a max over one dim after another, so each spatial dim
+  is pooled in turn, the last first: on ties the first element in row-major
+  order wins and gets the gradient, as in torch.
+  """
+  n = _spatial_ndim(x, "adaptive_max_pool")
+  output_size = spatial_tuple(output_size, n, "adaptive_max_pool output size")
+  for axis in range(n, 0, -1):
+    size_in, size_out = x.shape[axis], output_size[axis - 1]
+    if size_in == size_out:
+      continue
+    bins = _adaptive_bins(size_in, size_out)
+    windows = jnp.take(x, jnp.asarray(bins), axis=axis)  # bins -> 2 axes
+    first = jnp.expand_dims(jnp.argmax(windows, axis=axis + 1), axis + 1)
+    x = jnp.squeeze(jnp.take_along_axis(windows, first, axis=axis + 1),
+                    axis + 1)
+  return x
+
+
 def channel_max_pool(x, pool_size: int):
   """Cross-channel max pooling: max over groups of `pool_size` channels.
 
@@ -285,3 +318,11 @@ class AdaptiveAvgPool(nn.Module):
 
   def __call__(self, x):
     return adaptive_avg_pool(x, self.output_size)
+
+
+class AdaptiveMaxPool(nn.Module):
+  """`adaptive_max_pool` as a module."""
+  output_size: Any
+
+  def __call__(self, x):
+    return adaptive_max_pool(x, self.output_size)

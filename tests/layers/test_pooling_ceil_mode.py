@@ -1,4 +1,5 @@
-"""Ceil-mode pooling against PyTorch's `ceil_mode=True`: sizes and values."""
+"""Ceil-mode pooling against PyTorch's `ceil_mode=True`: sizes, values and
+input gradients."""
 
 import functools
 
@@ -96,6 +97,55 @@ def _reference(kind, ndim, include, x, case):
   return np.moveaxis(y.numpy(), 1, -1)
 
 
+# Gradients (and values) against torch in 1, 2 and 3 dims, average pooling
+# with and without count_include_pad: torch's divisor of a window that ceil
+# mode adds stops at the padded input, and the gradient is divided by it too.
+GRAD_CASES = [(3, 2, 1), (2, 2, 0), (5, 3, 2), (2, 3, 1), (4, 3, 2)]
+GRAD_SHAPES = {1: (11,), 2: (7, 9), 3: (5, 7, 6)}
+KINDS = [("max", None), ("avg", True), ("avg", False)]
+
+
+def _pool(kind, include, x, case):
+  window, stride, padding = case
+  if kind == "max":
+    return layers.max_pool(x, window, stride, padding, ceil_mode=True)
+  return layers.avg_pool(x, window, stride, padding, count_include_pad=include,
+                         ceil_mode=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _gradients():
+  """(runs, torch's values and input gradients, ours): one program."""
+  rng = np.random.default_rng(7)
+  runs, theirs = [], []
+  for ndim, shape in GRAD_SHAPES.items():
+    x = rng.standard_normal((2, *shape, 3)).astype(np.float32)
+    for kind, include in KINDS:
+      for case in GRAD_CASES:
+        x_t = torch.from_numpy(np.moveaxis(x, -1, 1).copy()).requires_grad_()
+        pool = getattr(F, f"{kind}_pool{ndim}d")
+        extra = {} if kind == "max" else {"count_include_pad": include}
+        y_t = pool(x_t, *case, ceil_mode=True, **extra)  # channels first
+        g = rng.standard_normal(tuple(y_t.shape)).astype(np.float32)
+        y_t.backward(torch.from_numpy(g))
+        runs.append((kind, ndim, include, x, case))
+        theirs.append((np.moveaxis(y_t.detach().numpy(), 1, -1),
+                       np.moveaxis(g, 1, -1),
+                       np.moveaxis(x_t.grad.numpy(), 1, -1)))
+
+  @functools.partial(jax.jit, compiler_options=QUICK_COMPILE)
+  def vjps(xs, gs):
+    outs = []
+    for (kind, _, include, _, case), x, g in zip(runs, xs, gs):
+      y, vjp = jax.vjp(lambda a, k=kind, i=include, c=case: _pool(k, i, a, c),
+                       x)
+      outs.append((y, vjp(g)[0]))
+    return outs
+
+  ours = vjps([r[3] for r in runs], [t[1] for t in theirs])
+  return runs, theirs, [(np.asarray(y), np.asarray(d)) for y, d in ours]
+
+
 @pytest.mark.parametrize("window, stride, padding", CASES)
 def test_ceil_mode_padding_gives_torch_output_sizes(window, stride, padding):
   for size in range(1, 16):
@@ -151,3 +201,19 @@ def test_floor_mode_is_unchanged_and_bad_paddings_are_reported():
 def test_ceil_mode_pooling_has_gradients():
   grad = _ours()[2]
   assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+
+
+@pytest.mark.parametrize("kind, include", KINDS)
+def test_values_and_gradients_match_torch_in_1d_2d_and_3d(kind, include):
+  runs, theirs, ours = _gradients()
+  checked = 0
+  for run, (y_ref, _, dx_ref), (y, dx) in zip(runs, theirs, ours):
+    if run[0] != kind or run[2] != include:
+      continue
+    message = str((run[1], run[4]))
+    np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6,
+                               err_msg=message)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-6, atol=1e-6,
+                               err_msg=message)
+    checked += 1
+  assert checked == len(GRAD_SHAPES) * len(GRAD_CASES)

@@ -1,0 +1,237 @@
+"""Transposed convolution with PyTorch's `nn.ConvTranspose{1,2,3}d` meaning.
+
+A transposed convolution is the input gradient of a convolution: each input
+position adds a copy of the kernel, scaled by its value, into the output,
+copies `strides` apart. It upsamples (decoders, segmentation, GAN
+generators). Per spatial dim the output size is torch's
+
+    (in - 1) * stride - 2 * padding + dilation * (kernel - 1)
+        + output_padding + 1
+
+`padding` crops that many positions from both ends of the full result;
+`output_padding` adds positions at the high end, to pick one of the input
+sizes that a strided convolution maps to the same output size, so (as in
+torch) it must be smaller than the stride or the dilation.
+
+Kernel layout: (*kernel_size, features // groups, in_features). That is
+torch's weight (in, out // groups, *kernel) moved channels-last with the
+permutation used for `Conv` kernels ((O, I, *k) -> (*k, I, O)): the kernel of
+the convolution this layer transposes.
+
+It runs as one `lax.conv_general_dilated`: the input dilated by the stride,
+padded by dilation * (kernel - 1) - padding on each side (plus
+output_padding on the high side), convolved with the spatially flipped
+kernel whose channel axes are swapped within each group.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cnnjax.errors import CnnjaxError
+from cnnjax.layers.conv import kernel_ndim, spatial_tuple
+from cnnjax.ops import weight_grad
+
+_DIMENSION_NUMBERS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"),
+                      3: ("NDHWC", "DHWIO", "NDHWC")}
+
+
+def _non_negative_tuple(value: Any, ndim: int, what: str) -> tuple[int, ...]:
+  """An int or `ndim` ints as a tuple of `ndim` non-negative ints."""
+  if isinstance(value, numbers.Integral):
+    value = (value,) * ndim
+  try:
+    ok = len(value) == ndim and all(
+        isinstance(v, numbers.Integral) and v >= 0 for v in value)
+  except TypeError:
+    ok = False
+  if not ok:
+    raise CnnjaxError(f"{what} must be a non-negative int or {ndim} "
+                      f"non-negative ints (one per spatial dim), got "
+                      f"{value!r}.")
+  return tuple(int(v) for v in value)
+
+
+def conv_transpose_output_size(size: int, kernel_size: int, stride: int = 1,
+                               padding: int = 0, output_padding: int = 0,
+                               dilation: int = 1) -> int:
+  """Output length of one spatial dim (torch's formula, module docstring)."""
+  return ((size - 1) * stride - 2 * padding + dilation * (kernel_size - 1)
+          + output_padding + 1)
+
+
+def _geometry(ndim: int, strides, padding, output_padding, dilation):
+  """Per-dim tuples of the geometry arguments, checked as torch checks them."""
+  strides = spatial_tuple(strides, ndim, "conv_transpose strides")
+  dilation = spatial_tuple(dilation, ndim, "conv_transpose dilation")
+  padding = _non_negative_tuple(padding, ndim, "conv_transpose padding")
+  output_padding = _non_negative_tuple(output_padding, ndim,
+                                       "conv_transpose output_padding")
+  if any(op >= max(s, d) for op, s, d in zip(output_padding, strides,
+                                             dilation)):
+    raise CnnjaxError(f"conv_transpose output_padding {output_padding} must "
+                      f"be smaller than the stride {strides} or the dilation "
+                      f"{dilation} in every dim (as torch requires).")
+  return strides, padding, output_padding, dilation
+
+
+def _check_group_count(groups: Any) -> None:
+  if not isinstance(groups, numbers.Integral) or groups < 1:
+    raise CnnjaxError(f"conv_transpose groups must be a positive int, got "
+                      f"{groups!r}.")
+
+
+def _check_groups(groups: Any, in_features: int, features: int) -> None:
+  if in_features % groups or features % groups:
+    raise CnnjaxError(f"conv_transpose groups={groups} must divide both the "
+                      f"input channels ({in_features}) and the output "
+                      f"features ({features}).")
+
+
+def _direct_kernel(kernel, groups: int = 1):
+  """The kernel of the equivalent direct convolution on the dilated input.
+
+  (*k, out // groups, in) -> (*k, in // groups, out) for
+  `lax.conv_general_dilated` with `feature_group_count=groups`: flipped in
+  space, in and out swapped within each group (output channel
+  g * (out // groups) + b reads input channels of group g, as torch).
+  """
+  n = kernel.ndim - 2
+  *k, out_per_group, in_features = kernel.shape
+  w = jnp.flip(kernel, axis=tuple(range(n)))
+  w = w.reshape(*k, out_per_group, groups, in_features // groups)
+  w = w.transpose(tuple(range(n)) + (n + 2, n + 1, n))  # (*k, I/g, g, O/g)
+  return w.reshape(*k, in_features // groups, groups * out_per_group)
+
+
+def conv_transpose(x, kernel, strides: Any = 1, padding: Any = 0,
+                   output_padding: Any = 0, dilation: Any = 1,
+                   groups: int = 1, precision=None):
+  """Transposed convolution of channels-last `x`, with torch's arguments.
+
+  Args:
+    x: (B, *spatial, in_features), 1 to 3 spatial dims.
+    kernel: (*kernel_size, features // groups, in_features) (module
+      docstring).
+    strides, padding, output_padding, dilation: ints, or one int per
+      spatial dim, with torch's meaning.
+    groups: as in torch; divides in_features and features.
+    precision: passed to `lax.conv_general_dilated`.
+
+  Returns:
+    (B, *spatial', features), spatial' from `conv_transpose_output_size`.
+  """
+  n = kernel.ndim - 2
+  if not 1 <= n <= 3:
+    raise CnnjaxError(f"conv_transpose needs a kernel of shape (1 to 3 "
+                      f"spatial dims, out // groups, in), got {kernel.shape}.")
+  if x.ndim != n + 2:
+    raise CnnjaxError(f"a {n}D transposed convolution needs inputs of shape "
+                      f"(B, {n} spatial dims, C), got {x.shape}.")
+  strides, padding, output_padding, dilation = _geometry(
+      n, strides, padding, output_padding, dilation)
+  in_features = x.shape[-1]
+  if kernel.shape[-1] != in_features:
+    raise CnnjaxError(f"the conv_transpose kernel {kernel.shape} takes "
+                      f"{kernel.shape[-1]} input channels, the input has "
+                      f"{in_features}.")
+  _check_group_count(groups)
+  _check_groups(groups, in_features, kernel.shape[-2] * groups)
+  kernel_size = kernel.shape[:n]
+  out = tuple(conv_transpose_output_size(*args) for args in zip(
+      x.shape[1:-1], kernel_size, strides, padding, output_padding, dilation))
+  if any(size < 1 for size in out):
+    raise CnnjaxError(f"conv_transpose of an input of spatial shape "
+                      f"{x.shape[1:-1]} with padding {padding} leaves an "
+                      f"empty output {out}.")
+  # Low and high padding of the dilated input; negative values crop.
+  pads = tuple((d * (k - 1) - p, d * (k - 1) - p + op) for k, p, op, d in zip(
+      kernel_size, padding, output_padding, dilation))
+  dtype = jnp.result_type(x, kernel)
+  return weight_grad.conv_general_dilated(
+      x.astype(dtype), _direct_kernel(kernel, groups).astype(dtype),
+      window_strides=(1,) * n,
+      padding=pads, lhs_dilation=strides, rhs_dilation=dilation,
+      dimension_numbers=_DIMENSION_NUMBERS[n], feature_group_count=groups,
+      precision=precision)
+
+
+class ConvTranspose(nn.Module):
+  """`conv_transpose` with learned parameters: torch's ConvTranspose{1,2,3}d.
+
+  Attributes:
+    features: output channels.
+    kernel_size: an int (the same in each of `ndim` spatial dims) or one int
+      per spatial dim; stored as a tuple.
+    strides, padding, output_padding, dilation: int or per-dim ints with
+      torch's meaning (module docstring); stored as tuples.
+    groups: as in torch; divides the input channels and `features`.
+    use_bias: adds a (features,) bias.
+    ndim: spatial dims for an int `kernel_size`; None means 2, or the length
+      of a tuple `kernel_size`.
+    kernel_init: the default, lecun_normal over the kernel's fan-in axis
+      (features // groups) * prod(kernel_size), has torch's fan-in.
+
+  Parameters: `kernel` (*kernel_size, features // groups, in_features) and
+  `bias` (features,). Copy torch's weight in with
+  `weight.permute(*range(2, w.ndim), 1, 0)`.
+  """
+  features: int
+  kernel_size: Any
+  strides: Any = 1
+  padding: Any = 0
+  output_padding: Any = 0
+  groups: int = 1
+  dilation: Any = 1
+  use_bias: bool = True
+  ndim: int | None = None
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  precision: Any = None
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros_init()
+
+  def __post_init__(self):
+    # Canonicalised before flax freezes the dataclass (as `Conv` does), so
+    # analysis code reads tuples and clones see the same values.
+    kernel = self.kernel_size
+    ndim = kernel_ndim(kernel, self.ndim, "ConvTranspose")
+    if not isinstance(self.features, int) or self.features < 1:
+      raise CnnjaxError(f"ConvTranspose features must be a positive int, got "
+                        f"{self.features!r}.")
+    _check_group_count(self.groups)
+    strides, padding, output_padding, dilation = _geometry(
+        ndim, self.strides, self.padding, self.output_padding, self.dilation)
+    values = dict(ndim=ndim, strides=strides, padding=padding,
+                  output_padding=output_padding, dilation=dilation,
+                  kernel_size=spatial_tuple(kernel, ndim,
+                                            "ConvTranspose kernel_size"))
+    for key, value in values.items():
+      object.__setattr__(self, key, value)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x):
+    """(B, *spatial, C) -> (B, *spatial', features)."""
+    if x.ndim != self.ndim + 2:
+      raise CnnjaxError(f"a {self.ndim}D ConvTranspose needs inputs of shape "
+                        f"(B, {self.ndim} spatial dims, C), got {x.shape}.")
+    in_features = x.shape[-1]
+    _check_groups(self.groups, in_features, self.features)
+    kernel = self.param(
+        "kernel", self.kernel_init,
+        self.kernel_size + (self.features // self.groups, in_features),
+        self.param_dtype)
+    dtype = self.dtype or jnp.result_type(x.dtype, self.param_dtype)
+    y = conv_transpose(x.astype(dtype), kernel.astype(dtype), self.strides,
+                       self.padding, self.output_padding, self.dilation,
+                       self.groups, self.precision)
+    if self.use_bias:
+      bias = self.param("bias", self.bias_init, (self.features,),
+                        self.param_dtype)
+      y = y + bias.astype(dtype)
+    return y
