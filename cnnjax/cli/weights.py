@@ -38,7 +38,7 @@ def cmd_convert(args, overrides: list[str]) -> int:
       raise CnnjaxError(f"the config's model is '{config.model.name}' but "
                         f"--model is '{args.model}'")
     # The config's model fields (other than the name) shape the model.
-    fields = {k: v for k, v in config.model.items() if k != "name"}
+    fields = config_lib.model_fields(config.model)
   elif overrides:
     raise CnnjaxError("--config.KEY=VALUE overrides need a --config to apply to")
   num_classes = (args.num_classes if args.num_classes is not None

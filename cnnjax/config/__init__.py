@@ -15,7 +15,7 @@ An experiment is a Python file with a `get_config()` function returning an
 """
 
 from cnnjax.config.base import (PRECISIONS, RESUMABLE_KEYS,  # noqa: F401
-                                base_config, is_resumable)
+                                base_config, is_resumable, model_fields)
 from cnnjax.config.durations import (Durations, apply_smoke,  # noqa: F401
                                      resolve_durations)
 from cnnjax.config.files import (config_from, import_experiment_file,  # noqa: F401

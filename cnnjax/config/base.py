@@ -12,6 +12,16 @@ import ml_collections
 PRECISIONS = ("float32", "bfloat16", "float16")
 # config.dataset.resize_mode: how an image folder's images reach image_size.
 RESIZE_MODES = ("square", "shorter_side_center_crop")
+# config.model.kernel_init: the schemes of jax.nn.initializers that re-draw
+# every kernel after the model's own init (cnnjax/train/kernel_init.py).
+# Glorot is Xavier, He is Kaiming; 'he_*' scale by the fan-in, '*_fan_out'
+# by the fan-out (torch's mode='fan_out'); 'normal_0.01' is the naive
+# N(0, 0.01^2) of "small random numbers".
+KERNEL_INITS = ("lecun_normal", "lecun_uniform", "glorot_normal", "glorot_uniform",
+                "he_normal", "he_uniform", "he_normal_fan_out", "he_uniform_fan_out",
+                "normal_0.01")
+# config.model keys that are settings, not fields of the model's constructor.
+MODEL_SETTINGS = ("name", "kernel_init")
 
 # Keys that may change between a run and its resumption without invalidating
 # its checkpoints: durations and bookkeeping, never the model or the data.
@@ -38,6 +48,12 @@ def is_resumable(key: str) -> bool:
              for k in RESUMABLE_KEYS)
 
 
+def model_fields(model: ml_collections.ConfigDict) -> dict:
+  """The keys of config.model that are the model constructor's fields: all
+  but the settings (MODEL_SETTINGS: the name, the kernel initializer)."""
+  return {k: v for k, v in model.items() if k not in MODEL_SETTINGS}
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Every key the train loop understands, with defaults."""
   c = ml_collections.ConfigDict()
@@ -45,6 +61,11 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.name = ""  # A name from `cnnjax models`; other keys are overrides.
+  # Not a default key but an optional setting: config.model.kernel_init, one
+  # of KERNEL_INITS, re-draws every kernel (Dense, Conv) with that scheme;
+  # absent or '' keeps each model's own initializers. It is not passed to the
+  # model (MODEL_SETTINGS), and left out of the defaults so that the stored
+  # configs of earlier runs stay equal to today's (resume, reproduce).
 
   # The data (see cnnjax/data/__init__.py for the sources and their keys).
   c.dataset = ml_collections.ConfigDict()

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import ml_collections
 
-from cnnjax.config.base import PRECISIONS, RESIZE_MODES
+from cnnjax.config.base import KERNEL_INITS, PRECISIONS, RESIZE_MODES
 from cnnjax.errors import CnnjaxError
 
 
@@ -15,6 +15,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Raises CnnjaxError for values that cannot work, before any work starts."""
   if not config.model.name:
     raise CnnjaxError("config.model.name is empty; see `cnnjax models`")
+  kernel_init = config.model.get("kernel_init", "")
+  if kernel_init not in ("", None) and kernel_init not in KERNEL_INITS:
+    raise CnnjaxError(f"config.model.kernel_init must be one of "
+                      f"{', '.join(KERNEL_INITS)} (or '' for the model's own "
+                      f"initializers), got {kernel_init!r}")
   if not config.dataset.name:
     raise CnnjaxError("config.dataset.name is empty")
   if config.batch_size <= 0:

@@ -145,10 +145,11 @@ def _without_data(run: Run, step: int) -> _Offline | None:
   field the data would otherwise decide (the class count: converted runs
   do); None otherwise. The input is the model's default shape at the
   config's image size; the normalization is the config's mean/std."""
+  from cnnjax.config import model_fields
   from cnnjax.models import create_model, model_input_shape
 
   config = run.config
-  fields = {k: v for k, v in config.model.items() if k != "name"}
+  fields = model_fields(config.model)
   if "num_classes" not in fields:
     return None
   shape = model_input_shape(config.model.name)

@@ -27,24 +27,29 @@ class LogisticRegression(nn.Module):
 
 
 class MLP(nn.Module):
-  """ReLU multilayer perceptron on the flattened input.
+  """Multilayer perceptron on the flattened input (ReLU by default).
 
   With `residual`, every hidden layer after the first adds its input back
-  (h = h + relu(W h + b)), as in the MNIST-1D reference MLP.
+  (h = h + relu(W h + b)), as in the MNIST-1D reference MLP. `activation`
+  names the hidden layers' nonlinearity (layers.get_activation: 'tanh',
+  'sigmoid', ...), e.g. for a deep plain MLP whose initialization matters
+  (experiments/claims/initialization.py).
   """
   num_classes: int = 10
   hidden_sizes: Sequence[int] = (100, 100)
   residual: bool = False
   dropout_rate: float = 0.0
+  activation: str = "relu"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
+    act = layers.get_activation(self.activation)
     x = x.reshape((x.shape[0], -1))
     for i, width in enumerate(self.hidden_sizes):
-      h = nn.relu(nn.Dense(width, dtype=self.dtype,
-                           param_dtype=self.param_dtype, name=f"dense{i + 1}")(x))
+      h = act(nn.Dense(width, dtype=self.dtype,
+                       param_dtype=self.param_dtype, name=f"dense{i + 1}")(x))
       x = x + h if (self.residual and i > 0 and x.shape[-1] == width) else h
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return layers.classify(x, self.num_classes, dtype=self.dtype,

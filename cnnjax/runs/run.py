@@ -51,7 +51,7 @@ def model_for(config: ml_collections.ConfigDict, dataset):
   text CNN's vocabulary size), unless the config sets them."""
   from cnnjax.models import create_model
 
-  overrides = {k: v for k, v in config.model.items() if k != "name"}
+  overrides = config_lib.model_fields(config.model)  # Not name, kernel_init.
   overrides.setdefault("num_classes", dataset.num_classes)
   if config.precision != "float32":
     overrides.setdefault("dtype", getattr(jnp, config.precision))

@@ -29,7 +29,7 @@ from cnnjax.data.stream import StreamDataset, as_stream, prefetch
 from cnnjax.errors import CnnjaxError
 from cnnjax.parallel import DataParallel, initialize_distributed, make_data_parallel
 from cnnjax.runs import model_for
-from cnnjax.train import losses, optim, precision, step as step_lib, transfer
+from cnnjax.train import kernel_init, losses, optim, precision, step as step_lib, transfer
 from cnnjax.train.state import TrainState
 
 
@@ -117,7 +117,8 @@ def is_resident(config, dataset) -> bool:
 
 
 def initial_variables(config, model, dataset) -> dict:
-  """The model's variables for the first step: initialized from the seed, then
+  """The model's variables for the first step: initialized from the seed, its
+  kernels drawn again with config.model.kernel_init (kernel_init.py), then
   (with config.transfer) the fitting arrays of another run copied in."""
   init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
   example = np.zeros((1, *dataset.input_shape), pipeline.model_input_dtype(dataset))
@@ -137,6 +138,7 @@ def initial_variables(config, model, dataset) -> dict:
     raise CnnjaxError(
         f"model '{config.model.name}' cannot take inputs of shape "
         f"{dataset.input_shape} from dataset '{dataset.name}': {reason}") from e
+  variables = kernel_init.from_config(config, variables, model=model, example=example)
   return transfer.initialize_from(config, variables)
 
 
