@@ -167,6 +167,13 @@ def cmd_visualize(args, overrides: list[str]) -> int:
   if args.method not in names:
     registry.get_method(args.method)  # The one-sentence error, with a hint.
   extra = dict(_parse_option(o) for o in args.option)
+  if args.image is not None:  # A file to filter: the kernels method only.
+    if args.method != "kernels":
+      raise CnnjaxError(f"--image is read by the kernels method only, not by {args.method}")
+    extra["image"] = args.image
+  if args.workdir is None and args.image is None:
+    raise CnnjaxError(f"visualize {args.method} needs --workdir (a cnnjax run); only "
+                      "'kernels --image PATH' runs without one")
   options = registry.Options(
       split=args.split, indices=_parse_indices(args.indices) if args.indices else (),
       num_examples=args.num_examples, layer=args.layer, channel=args.channel,
@@ -181,7 +188,12 @@ def cmd_visualize(args, overrides: list[str]) -> int:
       raise CnnjaxError(f"{flag} {value} is not an index; give 0 or more (or "
                         f"leave {flag} out for the method's default)")
   out = (paths.output_dir(args.out, "--out") if args.out is not None
-         else os.path.join(args.workdir, "viz"))
+         else os.path.join(args.workdir or ".", "viz"))
+  if args.workdir is None:  # kernels --image: no run needed.
+    result = registry.run_method(args.method, None, options, out, strict=True)
+    print(f"{args.method}: {result['caption']}")
+    print("\n".join(f"  {path}" for path in result["files"]))
+    return 0
   run = load_trained(args.workdir, which="best" if args.best else "latest")
   if options.split and options.split not in run.dataset.splits:
     raise CnnjaxError(f"--split '{options.split}' is not a split of dataset "
@@ -332,10 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
       description="Methods: filters, activations, neighbors, embedding, patches, "
       "saliency, smoothgrad, guided-backprop, deconvnet, gradcam, occlusion, "
       "integrated-gradients, class-model, neuron, deepdream, style-transfer, "
-      "sanity-check, and gallery (all of them, as one HTML page).")
+      "sanity-check, handcrafted, kernels (also on --image PATH without a run), "
+      "and gallery (all of them, as one HTML page).")
   p.add_argument("method", help="a method name, or 'gallery'")
-  p.add_argument("--workdir", required=True, help="a cnnjax run (its checkpoints)")
-  p.add_argument("--out", help="output directory (default: WORKDIR/viz)")
+  p.add_argument("--workdir", help="a cnnjax run (its checkpoints); required "
+                 "except for 'kernels --image PATH'")
+  p.add_argument("--image", help="kernels: an image file to filter (no run needed)")
+  p.add_argument("--out", help="output directory (default: WORKDIR/viz, or ./viz)")
   p.add_argument("--best", action="store_true", help="use the best checkpoint")
   p.add_argument("--split", default="", help="examples from this split "
                  "(default: test)")

@@ -40,3 +40,4 @@ make_trained = TrainedModel.from_parts
 from cnnjax.viz import inspection, neighbours, embedding  # noqa: E402,F401
 from cnnjax.viz import attribution, sanity  # noqa: E402,F401
 from cnnjax.viz import synthesis, style  # noqa: E402,F401
+from cnnjax.viz import handcrafted  # noqa: E402,F401

@@ -16,7 +16,7 @@ from viz_fixtures import tiny_run, train_tiny_workdir
 ALL_METHODS = ["filters", "activations", "neighbors", "embedding", "patches",
                "saliency", "smoothgrad", "guided-backprop", "deconvnet", "gradcam",
                "occlusion", "integrated-gradients", "class-model", "neuron",
-               "deepdream", "style-transfer", "sanity-check"]
+               "deepdream", "style-transfer", "sanity-check", "handcrafted", "kernels"]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_the_gallery_shows_every_method_of_a_trained_run(workdir, tmp_path, caps
   out = str(tmp_path / "gallery")
   assert main(["visualize", "gallery", "--workdir", workdir, "--out", out,
                "--num-examples", "2", "--steps", "20"]) == 0
-  assert "Gallery of 17 methods" in capsys.readouterr().out
+  assert "Gallery of 19 methods" in capsys.readouterr().out
   page = _Images()
   with open(os.path.join(out, "index.html")) as f:
     text = f.read()
