@@ -33,4 +33,7 @@ from cnnjax.reproduce.rendering import (BEGIN_MARKER, END_MARKER,  # noqa: F401
                                         render_card, render_results,
                                         results_dirs, summary_line, table,
                                         update_results)
-
+from cnnjax.reproduce import analyses_sharing  # noqa: F401, E402
+from cnnjax.reproduce import analyses_octconv  # noqa: F401, E402
+from cnnjax.reproduce import analyses_init  # noqa: F401, E402
+from cnnjax.reproduce import analyses_features  # noqa: F401, E402

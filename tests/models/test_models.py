@@ -24,6 +24,7 @@ PARAMS = {
     # 156 + 2,416 + 48,120 + 10,164 + 850 (C3 fully connected).
     "lenet5": 61_706,
     "lenet5_relu": 61_706,
+    "lenet5_1998": 60_000,  # The paper's count (tests/models/test_lenet1998.py).
     "xo_convnet": 140,  # Two classes: X and O.
     "mlp_mnist": 669_706,
     "mlp_cifar": 1_841_162,
@@ -73,6 +74,8 @@ PARAMS = {
     "vgg11_bn_cifar": 9_231_114, "vgg13_bn_cifar": 9_416_010,
     "vgg16_bn_cifar": 14_728_266, "vgg19_bn_cifar": 20_040_522,
     "rf_cnn": 3_370,  # The claims network's 1-D default (16 channels, 3x3x3 stage).
+    "oct_resnet50": 25_557_032, "oct_resnet20": 271_898,  # test_octresnet.py
+    "sharing_mnist1d": 5_210, "sharing_digits": 7_370,  # Conv; all in test_sharing.py.
     "allconv_c": 1_369_738,
     "ecg_resnet34": 10_468_204,  # 12 rhythm classes.
     # Kim (2014) on a 20,000-word vocabulary of 300-d vectors, 2 classes.
@@ -86,6 +89,7 @@ PARAMS = {
 # stand-in given in SMALL.
 FAMILY_TESTS = {
     "cnnjax.models.resnet": "test_resnet.py",
+    "cnnjax.models.octresnet": "test_octresnet.py",
     "cnnjax.models.ecg": "test_cifar_models.py",
     "cnnjax.models.allconv": "test_cifar_models.py",
     "cnnjax.models.densenet": "test_densenet_googlenet.py",

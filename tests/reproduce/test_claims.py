@@ -181,10 +181,13 @@ def test_generalization_reports_train_accuracy_and_gap(mnist1d_runs):
 
 
 def test_unknown_analysis_lists_the_known_ones():
-  from cnnjax.reproduce.analyses import run_analysis
+  from cnnjax.reproduce.analyses import list_analyses, run_analysis
 
-  with pytest.raises(CnnjaxError, match="ensemble, generalization, params, "
-                     "shift_invariance"):
+  names = list_analyses()
+  assert {"ensemble", "generalization", "params", "shift_invariance",
+          "handcrafted_features", "init_statistics", "params_and_flops",
+          "params_and_shift"} <= set(names)
+  with pytest.raises(CnnjaxError, match="the known ones are " + ", ".join(names) + "$"):
     run_analysis("bagging", [])
 
 

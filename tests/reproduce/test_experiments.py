@@ -57,7 +57,15 @@ SLOW = ("cifar10/resnet32", "cifar10/resnet44", "cifar10/resnet56", "cifar10/res
         "cifar10/resnet20", "digits/lenet5_first5", "digits/lenet5_5to9_scratch",
         # transfer_target trains transfer_source (both narrow by default), and
         # transfer_scratch is the target without the transfer.
-        "cifar10/transfer_")
+        "cifar10/transfer_",
+        # A 20 s smoke run (the octave ResNet-20 on CIFAR stand-in data); its layers
+        # and model are tested in tests/layers/test_octconv.py and tests/models/.
+        "claims/octconv",
+        # New models and analyses, whose smoke runs CI runs in the slow tier; the
+        # layers, models and analyses are tested by default in tests/layers/,
+        # tests/models/, tests/train/test_kernel_init.py, tests/analysis/.
+        "claims/handcrafted_features", "claims/initialization", "claims/weight_sharing",
+        "digits/lenet5_1998", "mnist/lenet5_1998")
 
 # The default suite runs these experiments' data, recipe and model family
 # with a narrow model (the full-size smoke runs are under -m slow).
@@ -92,7 +100,7 @@ def fast_compiles():
 def test_the_issue_list_of_experiments_exists():
   ids = set(BY_ID)
   expected = (
-      [f"mnist1d/{m}" for m in ("logreg", "mlp", "cnn", "gru", "cnn_shuffled")]
+      [f"mnist1d/{m}{s}" for m in ("logreg", "mlp", "cnn", "gru") for s in ("", "_shuffled")]
       + ["digits/lenet5", "mnist/lenet5", "mr/kim_cnn_rand"]
       + [f"cifar10/resnet{d}" for d in (20, 32, 44, 56, 110)]
       + [f"cifar10/plain{d}" for d in (20, 32, 44, 56)]
