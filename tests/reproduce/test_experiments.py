@@ -65,7 +65,10 @@ SLOW = ("cifar10/resnet32", "cifar10/resnet44", "cifar10/resnet56", "cifar10/res
         # layers, models and analyses are tested by default in tests/layers/,
         # tests/models/, tests/train/test_kernel_init.py, tests/analysis/.
         "claims/handcrafted_features", "claims/initialization", "claims/weight_sharing",
-        "digits/lenet5_1998", "mnist/lenet5_1998")
+        "digits/lenet5_1998", "mnist/lenet5_1998",
+        # The unshuffled runs with dataset.shuffle_seq, which mnist1d/cnn_shuffled
+        # smoke-runs by default.
+        "mnist1d/gru_shuffled", "mnist1d/logreg_shuffled", "mnist1d/mlp_shuffled")
 
 # The default suite runs these experiments' data, recipe and model family
 # with a narrow model (the full-size smoke runs are under -m slow).
