@@ -17,7 +17,7 @@ a Python loop over positions.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -69,6 +69,9 @@ class LocallyConnected(nn.Module):
       default scales by each position's fan-in (the patch), not by the number
       of positions.
   """
+  # train/kernel_init.py: the positions are batch axes of the kernel's fans.
+  kernel_layout: ClassVar[str] = "per_position"
+
   features: int
   kernel_size: Any
   strides: Any = 1

@@ -11,7 +11,7 @@ pooling without parameters, a fully connected C3 and a dense output layer.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -157,6 +157,9 @@ class SparseConv(nn.Module):
   connections), scattered into a dense (*kernel_size, in, out) kernel whose
   other entries are constant zeros, so they neither train nor count.
   """
+  # train/kernel_init.py: a fan-in per output map; keep LeCun 1998's init.
+  kernel_layout: ClassVar[str] = "own"
+
   table: tuple[tuple[int, ...], ...]
   kernel_size: tuple[int, int] = (5, 5)
   padding: str = "VALID"  # Read by the summary's receptive fields.

@@ -131,8 +131,10 @@ def params(runs: Runs) -> Figures:
 
 
 @ANALYSES.register("shift_invariance")
-def shift_invariance(runs: Runs, shifts: Sequence[int] = SHIFTS) -> Figures:
-  """Test accuracy on shifted test inputs, means over seeds and directions."""
+def shift_invariance(runs: Runs, shifts: Sequence[int] = SHIFTS,
+                     fill: float | None = None) -> Figures:
+  """Test accuracy on shifted test inputs, means over seeds and directions;
+  `fill` fills the uncovered border (None: the input's black, see _black)."""
   figures = {}
   for slug, group in _by_slug(runs).items():
     per_shift: dict[int, list[float]] = {k: [] for k in shifts}
@@ -141,11 +143,11 @@ def shift_invariance(runs: Runs, shifts: Sequence[int] = SHIFTS) -> Figures:
       split = trained.dataset.splits[trained.eval_split]
       images, labels = np.asarray(split["image"]), np.asarray(split["label"])
       probabilities = trained.probabilities
-      fill = _black(trained)
+      border = _black(trained) if fill is None else fill
       axes = range(1, images.ndim - 1)  # the spatial axes
       for k in shifts:
         moves = [(0, 1)] if k == 0 else [(s * k, a) for a in axes for s in (1, -1)]
-        accuracies = [_accuracy(probabilities(shift(images, o, a, fill)), labels)
+        accuracies = [_accuracy(probabilities(shift(images, o, a, border)), labels)
                       for o, a in moves]
         per_shift[k].append(float(np.mean(accuracies)))
     row = {f"shift{k}/accuracy": float(np.mean(v)) for k, v in per_shift.items()}

@@ -16,7 +16,8 @@ Fans. A kernel holds its input features at axis -2 and its outputs at axis
 (*window, out / groups, in, counted as torch counts it). So
 `variance_scaling(in_axis=-2, out_axis=-1)` takes fan_in = prod(shape[:-1])
 and fan_out = prod(window) * shape[-1], torch's `_calculate_fan_in_and_fan_out`.
-Two layers store other layouts:
+Two layers store other layouts and say so with a class attribute
+`kernel_layout`:
 
 - a locally connected layer (layers/local.py) holds one kernel per output
   position, (*positions, patch, out): the positions are batch axes, so the
@@ -65,20 +66,18 @@ SCHEMES: dict[str, Callable[..., initializers.Initializer]] = {
     "normal_0.01": lambda **axes: initializers.normal(0.01),
 }
 
-# How a layer's kernel is laid out, when not as Dense / Conv's, by the
-# layer's class (or a base class) named 'module.Class'; by name, so that
-# this module needs neither layer to exist.
-PER_POSITION, OWN = "per_position", "own"
-LAYOUTS = {"cnnjax.layers.local.LocallyConnected": PER_POSITION,
-           "cnnjax.models.lenet.SparseConv": OWN}
+# A layer whose kernel is not laid out as Dense / Conv's says so with a class
+# attribute `kernel_layout` (typing.ClassVar, not a module field), one of:
+PER_POSITION = "per_position"  # (*positions, patch, out): positions are batch axes
+OWN = "own"  # the layer's own initializer stays; the scheme skips it
 
 
 def _layout_of(module: nn.Module) -> str | None:
-  for cls in type(module).__mro__:
-    layout = LAYOUTS.get(f"{cls.__module__}.{cls.__qualname__}")
-    if layout:
-      return layout
-  return None
+  layout = getattr(type(module), "kernel_layout", None)
+  if layout not in (None, PER_POSITION, OWN):
+    raise CnnjaxError(f"{type(module).__name__}.kernel_layout is {layout!r}; "
+                      f"known: {PER_POSITION!r}, {OWN!r}")
+  return layout
 
 
 def scheme(name: str, *, batch_axis: tuple[int, ...] = ()) -> initializers.Initializer:

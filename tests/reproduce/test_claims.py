@@ -145,6 +145,29 @@ def test_shift_invariance_at_zero_is_the_test_accuracy(digits_run):
   assert figures["shift4/accuracy"] < figures["shift0/accuracy"]
 
 
+def test_signals_are_shifted_with_zeros_and_images_with_black(mnist1d_runs, digits_run,
+                                                             monkeypatch):
+  """'params_and_shift' fills a signal's border with 0 (MNIST-1D's background),
+  an image's with black (the training split's minimum for standardized
+  digits)."""
+  from cnnjax.reproduce import analyses
+
+  fills = []
+  real = analyses.shift
+
+  def spy(images, offset, axis, fill):
+    fills.append(fill)
+    return real(images, offset, axis, fill)
+
+  monkeypatch.setattr(analyses, "shift", spy)
+  figures = analyses.run_analysis("params_and_shift", mnist1d_runs[:1])["cnn"]
+  assert set(fills) == {0.0} and figures["params"] > 0
+  fills.clear()
+  analyses.run_analysis("params_and_shift", [digits_run])
+  train = analyses._load_trained(digits_run["workdir"]).dataset.splits["train"]["image"]
+  assert set(fills) == {float(np.min(train))} and float(np.min(train)) < -0.5
+
+
 def test_shift_moves_content_and_fills_the_border():
   from cnnjax.reproduce.analyses import shift
 
