@@ -61,7 +61,7 @@ class ModelSummary:
   input_bytes: int
   forward_activation_bytes: int  # Per example: input + every layer output.
   training_activation_bytes: int  # Per example: activations + their grads.
-  flops_counted: int  # Per example: conv and dense layers, 2 per multiply-add.
+  flops_counted: int  # Per example: weighted layers (see _layer_flops), 2 per multiply-add.
   flops_xla: float | None  # Per example, from XLA's cost analysis.
   xla_training_temp_bytes: float | None = None  # Per example, compiled step.
 
@@ -166,9 +166,16 @@ def _inferred_geometry(in_spatial, out_spatial) -> list[LayerGeometry]:
 
 
 def _layer_flops(module, x, y) -> int | None:
-  """Counted FLOPs per example of conv and dense layers (2 per multiply-add)."""
+  """Counted FLOPs per example of weighted layers (2 per multiply-add).
+
+  A layer of another kind is counted when it defines a method (marked
+  `nn.nowrap`) `counted_flops(in_shape, out_shape) -> int` (shapes of one
+  example, no batch axis), in the same units: layers.LocallyConnected and LeNet-5's
+  SparseConv and EuclideanRBF do."""
   if x is None or y is None:
     return None
+  if hasattr(type(module), "counted_flops"):
+    return int(module.counted_flops(tuple(x.shape[1:]), tuple(y.shape[1:])))
   if isinstance(module, nn.Conv):  # layers.Conv included.
     kernel = _tuple(module.kernel_size, y.ndim - 2, 1)
     return conv_flops(y.shape[1:-1], kernel, x.shape[-1], y.shape[-1],
@@ -513,7 +520,7 @@ def format_summary(summary: ModelSummary) -> str:
     lines.append(f"XLA temporary memory of a training step: "
                  f"{_bytes(summary.xla_training_temp_bytes)} per example")
   lines += [
-      f"FLOPs: {_si(summary.flops_counted)} counted (conv and dense layers, "
+      f"FLOPs: {_si(summary.flops_counted)} counted (conv, dense and other weighted layers, "
       f"2 per multiply-add)",
       f"FLOPs: {xla}",
   ]

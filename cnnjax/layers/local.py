@@ -102,6 +102,13 @@ class LocallyConnected(nn.Module):
       object.__setattr__(self, key, value)
     super().__post_init__()
 
+  @nn.nowrap
+  def counted_flops(self, in_shape, out_shape) -> int:
+    """2 per multiply-add (analysis/summary.py): every output position takes
+    one patch through its own kernel."""
+    patch = math.prod(self.kernel_size) * in_shape[-1]
+    return 2 * math.prod(out_shape[:-1]) * patch * out_shape[-1]
+
   @nn.compact
   def __call__(self, inputs):
     """(B, *spatial, C) -> (B, *out_spatial, features)."""

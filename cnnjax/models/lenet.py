@@ -166,6 +166,14 @@ class SparseConv(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
+  @nn.nowrap
+  def counted_flops(self, in_shape, out_shape) -> int:
+    """2 per multiply-add: each output position sums a 5x5 window of every
+    connected input map (analysis/summary.py)."""
+    connections = sum(len(maps) for maps in self.table)
+    positions = int(np.prod(out_shape[:-1]))
+    return 2 * positions * int(np.prod(self.kernel_size)) * connections
+
   @nn.compact
   def __call__(self, x):  # (B, H, W, C_in) -> (B, H - 4, W - 4, len(table))
     inputs = [i for maps in self.table for i in maps]
@@ -192,6 +200,12 @@ class EuclideanRBF(nn.Module):
   w_i (constants, not variables); returns the logits -y."""
   prototypes: Any  # (classes, features)
   dtype: Any = jnp.float32
+
+  @nn.nowrap
+  def counted_flops(self, in_shape, out_shape) -> int:
+    """Per class, one subtraction and one multiply-add per feature, counted
+    as one multiply-add (2 FLOPs) like a dense layer's (analysis/summary.py)."""
+    return 2 * in_shape[-1] * out_shape[-1]
 
   @nn.compact
   def __call__(self, x):  # (B, features) -> (B, classes)

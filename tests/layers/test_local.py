@@ -266,3 +266,26 @@ def test_an_input_of_another_size_than_the_built_one_is_refused():
   with pytest.raises(CnnjaxError, match="input size is fixed") as error:
     local.apply(variables, jnp.zeros((1, 12, 1)))
   _one_sentence(error)
+
+
+class _Pair(nn.Module):
+  """The same geometry twice: a locally connected layer and a convolution."""
+  ndim: int
+
+  @nn.compact
+  def __call__(self, x, *, train=False):
+    local = L.LocallyConnected(4, 3, strides=2, ndim=self.ndim, name="local")(x)
+    conv = nn.Conv(4, (3,) * self.ndim, strides=2, padding="VALID", name="conv")(x)
+    return local + conv
+
+
+@pytest.mark.parametrize("shape", [(11, 3), (9, 7, 2)])
+def test_summary_counts_a_locally_connected_layer_like_its_convolution(shape):
+  """Untying the weights changes the parameters, not the arithmetic: each
+  output position still takes one patch through one kernel."""
+  from cnnjax.analysis import summarize
+
+  rows = {r.name: r for r in summarize(_Pair(len(shape) - 1), shape, xla_flops=False).rows}
+  assert rows["local"].flops == rows["conv"].flops > 0
+  positions = int(np.prod(rows["conv"].output_shape[:-1]))
+  assert rows["local"].params == positions * (rows["conv"].params - 4) + positions * 4

@@ -137,6 +137,21 @@ def test_summary_prints_each_layers_count_and_60000(capsys):
   assert "parameters: 60,000 trainable, 0 other" in text
 
 
+def test_summary_counts_the_custom_layers_flops():
+  """C3's 1,500 weights each see 10x10 positions: 150,000 multiply-adds (the
+  paper's 151,600 connections less the 1,600 of the biases); the RBF head
+  compares 84 features with 10 prototypes, counted as one multiply-add each.
+  S2/S4, like every pooling, are not counted."""
+  from cnnjax.analysis import summarize
+
+  rows = {r.name: r for r in summarize(create_model("lenet5_1998"), (32, 32, 1),
+                                       xla_flops=False).rows}
+  assert rows["c1"].flops == 2 * 28 * 28 * 6 * 25
+  assert rows["c3"].flops == 2 * 150_000
+  assert rows["head"].flops == 2 * 84 * 10
+  assert rows["s2"].flops is None and rows["s4"].flops is None
+
+
 def test_a_few_training_steps_lower_the_loss():
   model = create_model("lenet5_1998")
   x = jax.random.normal(jax.random.key(5), (16, 32, 32, 1))
