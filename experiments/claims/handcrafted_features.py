@@ -29,32 +29,19 @@ digits the learned features lead with a linear classifier and tie with an
 RBF SVM, a difference of a few test images out of 360.
 """
 
-from cnnjax.config import base_config
+from cnnjax.config import config_from
 
 
 def get_config():
-  config = base_config()
+  config = config_from(__file__, "base_digits16.py")
   config.model.name = "rf_cnn"
   config.model.channels = 16
   config.model.stage = "3x3x3"
   config.model.pooling = "max"
   config.model.head = "flatten"
-  config.dataset.name = "digits"
-  config.dataset.image_size = 16
-  config.dataset.resize = 12
-  config.dataset.split_seed = 0
-  config.dataset.test_fraction = 0.2
-  config.augment.translate = 0
-  config.batch_size = 64
   config.num_steps = 600
-  config.optimizer.name = "adam"
-  config.optimizer.learning_rate = 1e-3
-  config.schedule.name = "cosine"
-  config.log_every = 50
   config.eval_every = 300
   config.checkpoint_every = 300
-  config.reference.metric = "test/accuracy"
-  config.reference.value = 0.0
   config.reference.source = ("the material's 'Hand-crafted Features vs Learned "
                              "Features': learned features need no expert design")
   config.reproduce.seeds = 2

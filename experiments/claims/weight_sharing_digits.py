@@ -31,29 +31,16 @@ reads every position of the flattened maps with its own weights, and
 nothing pools them (compare claims/pooling_shift).
 """
 
-from cnnjax.config import base_config
+from cnnjax.config import config_from
 
 
 def get_config():
-  config = base_config()
+  config = config_from(__file__, "base_digits16.py")
   config.model.name = "sharing_digits"
   config.model.connectivity = "conv"
-  config.dataset.name = "digits"
-  config.dataset.image_size = 16
-  config.dataset.resize = 12
-  config.dataset.split_seed = 0
-  config.dataset.test_fraction = 0.2
-  config.augment.translate = 0  # no augmentation: shift robustness is the model's
-  config.batch_size = 64
   config.num_steps = 600
-  config.optimizer.name = "adam"
-  config.optimizer.learning_rate = 1e-3
-  config.schedule.name = "cosine"
-  config.log_every = 50
   config.eval_every = 300
   config.checkpoint_every = 300
-  config.reference.metric = "test/accuracy"
-  config.reference.value = 0.0
   config.reference.source = ("the course material: CNN = local connectivity + "
                              "weight sharing (21 -> 9 -> 3 weights for 7 inputs "
                              "and 3 hidden units)")
