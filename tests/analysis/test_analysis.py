@@ -160,7 +160,10 @@ DEEPER_SIBLINGS = {
     "preact_resnet101", "preact_resnet152", "preact_resnet110",
     "resnet44", "resnet56", "resnet110", "plain44", "plain56", "plain110",
     "densenet169", "densenet201", "wrn28_10", "resnext101_32x8d",
-    "wide_resnet101_2", "vgg19", "vgg19_bn"}
+    "wide_resnet101_2", "vgg19", "vgg19_bn",
+    # 2 to 3.5 s each: densenet121 / densenet40_k12 / preact_resnet18 /
+    # oct_resnet20 run their code by default.
+    "densenet161", "densenet_bc100_k12", "preact_resnet164", "oct_resnet50"}
 
 
 @pytest.mark.parametrize("name", [
