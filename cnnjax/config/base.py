@@ -36,6 +36,8 @@ RESUMABLE_KEYS = ("num_steps", "num_epochs", "log_every", "eval_every",
                   "dataset.smoke_data",
                   # What evaluation reports, and where compilations are cached.
                   "evaluators", "compilation_cache",
+                  # The same convolutions computed by another library.
+                  "conv_backend",
                   # How divergence is watched: checks, not training.
                   "divergence.*")
 
@@ -267,6 +269,10 @@ def base_config() -> ml_collections.ConfigDict:
   # cache directory), 'none', or a directory. A second run of the same model
   # then loads its compiled steps instead of compiling them again.
   c.compilation_cache = "auto"
+  # Which library computes the convolutions on a CPU (cnnjax.ops.backend):
+  # 'xla', 'onednn' (the `onednn` extra) or 'auto' (oneDNN where it runs);
+  # '' reads CNNJAX_CONV_BACKEND, else 'xla'. GPUs and TPUs always use XLA.
+  c.conv_backend = ""
 
   # What the experiment aims at: the published number it reproduces.
   c.reference = ml_collections.ConfigDict()

@@ -20,6 +20,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise CnnjaxError(f"config.model.kernel_init must be one of "
                       f"{', '.join(KERNEL_INITS)} (or '' for the model's own "
                       f"initializers), got {kernel_init!r}")
+  if config.get("conv_backend", "") not in ("", "xla", "onednn", "auto"):
+    raise CnnjaxError(f"config.conv_backend must be 'xla', 'onednn', 'auto' or '' "
+                      f"(CNNJAX_CONV_BACKEND, else 'xla'), got {config.conv_backend!r}")
   if not config.dataset.name:
     raise CnnjaxError("config.dataset.name is empty")
   if config.batch_size <= 0:

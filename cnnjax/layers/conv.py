@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 
 from cnnjax.errors import CnnjaxError
-from cnnjax.ops import weight_grad
+from cnnjax.ops import backend
 
 _STRING_PADDINGS = ("SAME", "VALID", "CIRCULAR", "REFLECT", "CAUSAL")
 
@@ -144,8 +144,9 @@ class Conv(nn.Conv):
       raise CnnjaxError(f"feature_group_count must be a positive int, got "
                         f"{self.feature_group_count!r}.")
     if self.conv_general_dilated is None and self.conv_general_dilated_cls is None:
-      # lax.conv_general_dilated, with a faster weight gradient on CPU.
-      values["conv_general_dilated"] = weight_grad.conv_general_dilated
+      # lax.conv_general_dilated on the chosen backend (cnnjax.ops.backend):
+      # XLA with a faster weight gradient on CPU, or oneDNN.
+      values["conv_general_dilated"] = backend.conv_general_dilated
     for key, value in values.items():
       object.__setattr__(self, key, value)
     super().__post_init__()

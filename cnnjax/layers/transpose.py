@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from cnnjax.errors import CnnjaxError
 from cnnjax.layers.conv import kernel_ndim, spatial_tuple
-from cnnjax.ops import weight_grad
+from cnnjax.ops import backend
 
 _DIMENSION_NUMBERS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"),
                       3: ("NDHWC", "DHWIO", "NDHWC")}
@@ -152,7 +152,7 @@ def conv_transpose(x, kernel, strides: Any = 1, padding: Any = 0,
   pads = tuple((d * (k - 1) - p, d * (k - 1) - p + op) for k, p, op, d in zip(
       kernel_size, padding, output_padding, dilation))
   dtype = jnp.result_type(x, kernel)
-  return weight_grad.conv_general_dilated(
+  return backend.conv_general_dilated(
       x.astype(dtype), _direct_kernel(kernel, groups).astype(dtype),
       window_strides=(1,) * n,
       padding=pads, lhs_dilation=strides, rhs_dilation=dilation,

@@ -70,6 +70,7 @@ import ml_collections
 
 from cnnjax import config as config_lib
 from cnnjax import runtime
+from cnnjax.ops import backend as conv_backend
 from cnnjax.data import get_dataset
 from cnnjax.errors import CnnjaxError
 from cnnjax.parallel import initialize_distributed, is_primary, max_over_processes
@@ -206,7 +207,7 @@ def device_description() -> dict[str, Any]:
   devices = jax.devices()
   return {"platform": devices[0].platform, "kind": devices[0].device_kind,
           "count": len(devices), "host": platform.node(),
-          "cpu_count": os.cpu_count()}
+          "cpu_count": os.cpu_count(), "conv_backend": conv_backend.active()}
 
 
 def versions() -> dict[str, str]:
@@ -300,6 +301,8 @@ class _Driver:
         # would swallow it): take the signals back before the setup, so that
         # a signal while compiling stops the run at its first agreed step.
         self.stop = claims.enter_context(_SignalFlag())
+      # Before any model is traced; a backend that cannot run is refused here.
+      conv_backend.set_conv_backend(self.config.get("conv_backend", ""))
       if is_primary():  # Process 0 of a multi-host run writes the files.
         for run, config in zip(self.runs, self.configs):
           claims.enter_context(run.claim())
