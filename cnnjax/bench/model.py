@@ -323,9 +323,12 @@ def benchmark_model(options: Options) -> dict[str, Any]:
   options.check()
   if options.compare == "torch":
     _import_torch()  # Fail before the long part.
+  from cnnjax.ops import backend as conv_backend
+
   result = {"model": options.model, "batch_size": options.batch_size,
             "dtype": options.dtype, "steps": options.steps,
-            "repeats": options.repeats, **environment()}
+            "repeats": options.repeats, **environment(),
+            "conv_backend": conv_backend.active()}
   result.update(benchmark_cnnjax(options))
   if options.compare == "torch":
     runs = {layout: benchmark_torch(options, layout)
@@ -351,7 +354,8 @@ def format_result(r: dict[str, Any]) -> str:
   rows = [
       ("model", f"{r['model']}  batch {r['batch_size']}  {r['dtype']}  "
                 f"input {'x'.join(map(str, r['input_shape']))}"),
-      ("device", f"{r['device']} x{r['num_devices']}  (jax {r['jax']})"),
+      ("device", f"{r['device']} x{r['num_devices']}  (jax {r['jax']}; convolutions: "
+                 f"{r.get('conv_backend', 'xla')})"),
       ("train step", f"{r['images_per_s']:.1f} images/s  ({r['step_ms']:.1f} ms/step, "
                      f"median of {r['repeats']} x {r['steps']} steps)"),
       ("compile", f"{r['compile_s']:.2f} s"),

@@ -233,6 +233,9 @@ def cmd_benchmark(args, overrides: list[str]) -> int:
   del overrides
   from cnnjax.bench import model as bench
 
+  from cnnjax.ops import backend as conv_backend
+
+  conv_backend.set_conv_backend(args.conv_backend)
   options = bench.Options(
       model=args.model, batch_size=args.batch_size, dtype=args.dtype,
       steps=args.steps, repeats=args.repeats, warmup=args.warmup,
@@ -400,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
                  help="data-parallel over this many devices (0: all)")
   p.add_argument("--compare", choices=("torch",), help="also time the "
                  "PyTorch twin (needs the bench extra)")
+  p.add_argument("--conv-backend", choices=("xla", "onednn", "auto"),
+                 help="which library computes the convolutions on a CPU "
+                 "(default: CNNJAX_CONV_BACKEND, else xla; onednn needs the "
+                 "onednn extra)")
   p.add_argument("--json", help="also write the figures as JSON here")
   p.set_defaults(func=cmd_benchmark, takes_overrides=False)
 

@@ -298,3 +298,23 @@ def test_the_build_is_cached_by_source_and_versions(tmp_path, monkeypatch):
   assert onednn.library_path() == first
   assert (tmp_path / first).stat().st_mtime_ns == stamp
   assert onednn.version().count(".") == 2
+
+
+def test_a_run_trains_on_onednn_to_xlas_result_and_says_so(tmp_path, restore_backend):
+  """config.conv_backend='onednn': the MNIST-1D CNN's 40 steps end where
+  XLA's end (to rounding), and result.json names the backend."""
+  _require_onednn()
+  from conftest import tiny_mnist1d_config
+
+  from cnnjax.train import loop
+
+  results = {}
+  for name in ("xla", "onednn"):
+    config = tiny_mnist1d_config(conv_backend=name, num_steps=20, eval_every=20,
+                                 checkpoint_every=20)
+    results[name] = loop.train_and_evaluate(config, str(tmp_path / name))
+  assert results["onednn"]["device"]["conv_backend"] == "onednn"
+  assert results["xla"]["device"]["conv_backend"] == "xla"
+  final = {k: results[k]["final"] for k in results}
+  assert final["onednn"]["test/loss"] == pytest.approx(final["xla"]["test/loss"], rel=1e-4)
+  assert abs(final["onednn"]["test/accuracy"] - final["xla"]["test/accuracy"]) <= 0.002
