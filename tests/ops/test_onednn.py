@@ -169,10 +169,15 @@ MODELS = [  # name, input shape, overrides: every kind of convolution cnnjax has
 ]
 
 
+# 11 s and 7 s: their grouped and 3D convolutions are compared op by op above.
+SLOW_MODELS = ("resnext50_32x4d", "resnet18_3d")
+
+
 def _present(models):
   from cnnjax.models import list_models
   names = set(list_models())
-  return [pytest.param(*m, id=m[0]) if m[0] in names else
+  return [pytest.param(*m, id=m[0], marks=[pytest.mark.slow] if m[0] in SLOW_MODELS else [])
+          if m[0] in names else
           pytest.param(*m, id=m[0], marks=pytest.mark.skip(reason="not registered"))
           for m in models]
 
@@ -287,6 +292,7 @@ def test_config_conv_backend_is_validated():
     validate(config)
 
 
+@pytest.mark.slow  # A second compile of the library (4 s).
 def test_the_build_is_cached_by_source_and_versions(tmp_path, monkeypatch):
   """A second library_path() finds the first build: one compile per source,
   oneDNN and jaxlib version."""
