@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax.errors import CnnjaxError
+from cnnjax.ops import backend as conv_backend
 from cnnjax.runs import files
 
 BATCH = "batch"  # The name of the symbolic batch dimension.
@@ -43,7 +44,10 @@ def inference_function(model, variables) -> Callable[[jax.Array], jax.Array]:
   variables = jax.tree_util.tree_map(jnp.asarray, variables)
 
   def logits(x):
-    out = model.apply(variables, x, train=False)
+    # XLA's convolutions, whatever config.conv_backend chose: oneDNN's are
+    # calls into this process's FFI handlers, which no exported file can hold.
+    with conv_backend.forced("xla"):
+      out = model.apply(variables, x, train=False)
     out = out[0] if isinstance(out, (tuple, list)) else out
     return out.astype(jnp.float32)
 

@@ -19,6 +19,7 @@ from the config). GPUs and TPUs always get XLA's convolution.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -68,6 +69,21 @@ def active() -> str:
   if not _resolved:
     set_conv_backend()
   return _resolved[0]
+
+
+@contextlib.contextmanager
+def forced(name: str):
+  """Traces inside this block use backend `name` ('xla' or 'onednn'),
+  whatever was chosen: exports use 'xla', since a program that calls this
+  process's FFI handlers runs nowhere else."""
+  if name not in ("xla", "onednn"):
+    raise CnnjaxError(f"forced() takes 'xla' or 'onednn', got {name!r}")
+  saved = list(_resolved)
+  _resolved[:] = [name]
+  try:
+    yield
+  finally:
+    _resolved[:] = saved
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,

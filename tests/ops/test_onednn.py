@@ -324,3 +324,17 @@ def test_a_run_trains_on_onednn_to_xlas_result_and_says_so(tmp_path, restore_bac
   final = {k: results[k]["final"] for k in results}
   assert final["onednn"]["test/loss"] == pytest.approx(final["xla"]["test/loss"], rel=1e-4)
   assert abs(final["onednn"]["test/accuracy"] - final["xla"]["test/accuracy"]) <= 0.002
+
+
+def test_an_export_holds_xlas_convolutions_whatever_the_backend(restore_backend):
+  """A StableHLO export traced while oneDNN is chosen calls no FFI handler of
+  this process: it runs anywhere."""
+  from cnnjax.export.common import inference_function
+
+  model = create_model("lenet5", num_classes=10)
+  x = jnp.zeros((1, 32, 32, 1))
+  fn = inference_function(model, model.init(jax.random.key(0), x, train=False))
+  backend._resolved[:] = ["onednn"]
+  text = jax.jit(fn).lower(x).as_text()
+  assert "cnnjax_dnnl" not in text and "convolution" in text
+  assert backend.active() == "onednn"  # Only the export's trace was forced.
