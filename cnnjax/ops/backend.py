@@ -29,6 +29,7 @@ BACKENDS = ("xla", "onednn", "auto")
 ENV = "CNNJAX_CONV_BACKEND"
 
 _resolved: list[str] = []  # ['xla'] or ['onednn'] once chosen.
+_said: set[str] = set()  # The reasons 'auto' has printed (once per process).
 
 
 def requested(name: str | None = None) -> str:
@@ -58,7 +59,8 @@ def set_conv_backend(name: str | None = None, *, quiet: bool = False) -> str:
       raise CnnjaxError(f"the oneDNN convolution backend cannot run: {why}")
     else:
       chosen = "xla"
-      if not quiet:
+      if not quiet and why not in _said:  # A sweep's runs share the process.
+        _said.add(why)
         print(f"cnnjax: convolutions run on XLA, not oneDNN: {why}", file=sys.stderr)
   _resolved[:] = [chosen]
   return chosen

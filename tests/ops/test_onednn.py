@@ -272,12 +272,14 @@ def test_an_unavailable_onednn_is_refused_or_said_once(monkeypatch, tmp_path, ca
   """'onednn' that cannot run is refused in one sentence that names the
   extra; 'auto' falls back to XLA and says why in one line."""
   monkeypatch.setattr(onednn, "_state", {})
+  monkeypatch.setattr(backend, "_said", set())
   monkeypatch.setenv("CNNJAX_ONEDNN_PREFIX", str(tmp_path))
   with pytest.raises(CnnjaxError) as refused:
     backend.set_conv_backend("onednn")
   message = str(refused.value)
   assert "pip install -e '.[onednn]'" in message and "\n" not in message
   assert backend.set_conv_backend("auto") == "xla"
+  assert backend.set_conv_backend("auto") == "xla"  # A second run of a sweep: silent.
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and "convolutions run on XLA, not oneDNN" in err
 
