@@ -62,11 +62,17 @@ def apply_xla_defaults() -> list[str]:
   return added
 
 
-def default_cache_dir() -> str:
-  """<$XDG_CACHE_HOME or ~/.cache>/cnnjax/xla."""
+def user_cache_dir(*parts: str) -> str:
+  """<$XDG_CACHE_HOME or ~/.cache>/cnnjax/<parts>: cnnjax's files that can be
+  made again (compiled programs, the oneDNN library)."""
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
       os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "cnnjax", "xla")
+  return os.path.join(base, "cnnjax", *parts)
+
+
+def default_cache_dir() -> str:
+  """<$XDG_CACHE_HOME or ~/.cache>/cnnjax/xla."""
+  return user_cache_dir("xla")
 
 
 _explicit_choice: list[str | None] = []  # The entry point's --compilation-cache.

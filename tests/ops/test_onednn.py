@@ -8,9 +8,6 @@ they skip, saying why. The choice and refusal tests run everywhere.
 
 from __future__ import annotations
 
-import itertools
-
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from cnnjax import runtime
 from cnnjax.errors import CnnjaxError
 
 SOURCE = os.path.join(os.path.dirname(__file__), "conv.cc")
@@ -109,8 +110,7 @@ def _dnnl_version(include: str) -> str:
 
 
 def cache_dir() -> str:
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "cnnjax", "onednn")
+  return runtime.user_cache_dir("onednn")
 
 
 def library_path() -> str:
@@ -251,12 +251,13 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   """`lax.conv_general_dilated` computed by oneDNN (forward and gradients)
   where `supported`, otherwise by `fallback`. `precision` is ignored by
   oneDNN, which computes float32 in float32."""
+  args = (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+          dimension_numbers, feature_group_count, batch_group_count, precision,
+          preferred_element_type)
   if not supported(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                    dimension_numbers, feature_group_count, batch_group_count,
                    preferred_element_type):
-    return fallback(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                    dimension_numbers, feature_group_count, batch_group_count,
-                    precision, preferred_element_type)
+    return fallback(*args)
   ensure()
   n = lhs.ndim - 2
   strides = tuple(int(s) for s in window_strides)
@@ -271,9 +272,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
       (size + lo + hi - ((k - 1) * d + 1)) // s + 1
       for size, lo, hi, k, d, s in zip(lhs.shape[1:-1], low, high, window, dilation, strides))
   if any(o <= 0 for o in out_spatial):
-    return fallback(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                    dimension_numbers, feature_group_count, batch_group_count,
-                    precision, preferred_element_type)
+    return fallback(*args)  # An empty output: lax says what is wrong.
   attrs = dict(strides=strides, low=low, high=high, dilation=dilation,
                groups=feature_group_count)
   out_shape = (lhs.shape[0], *out_spatial, rhs.shape[-1])
