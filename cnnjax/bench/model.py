@@ -27,7 +27,6 @@ and `ratio` = images_per_s / torch_images_per_s.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import statistics
 import time
@@ -39,6 +38,7 @@ import numpy as np
 import optax
 
 from cnnjax.errors import CnnjaxError
+from cnnjax.ops import random as random_ops
 
 DTYPES = ("float32", "bfloat16")
 LEARNING_RATE, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4
@@ -196,8 +196,7 @@ def compile_step(options: Options) -> CompiledStep:
     overrides["dtype"] = jnp.dtype(options.dtype)
   model = create_model(options.model, **overrides)
   example = jnp.zeros((1, *shape), jnp.float32)
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      jax.random.key(0), example)
+  variables = random_ops.init(model, jax.random.key(0), example, train=False)
   tx = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY),
                    optax.sgd(LEARNING_RATE, momentum=MOMENTUM))
   state = dp.put_replicated(TrainState.create(apply_fn=model.apply,

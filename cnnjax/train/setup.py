@@ -27,6 +27,7 @@ from cnnjax.data import ArrayDataset, get_dataset, pipeline
 from cnnjax.data.arrays import data_key_for_seed, nbytes, train_batch
 from cnnjax.data.stream import StreamDataset, as_stream, prefetch
 from cnnjax.errors import CnnjaxError
+from cnnjax.ops import random as random_ops
 from cnnjax.parallel import DataParallel, initialize_distributed, make_data_parallel
 from cnnjax.runs import model_for
 from cnnjax.train import kernel_init, losses, optim, precision, step as step_lib, transfer
@@ -123,7 +124,7 @@ def initial_variables(config, model, dataset) -> dict:
   init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
   example = np.zeros((1, *dataset.input_shape), pipeline.model_input_dtype(dataset))
   try:
-    variables = jax.jit(lambda r, x: model.init(r, x, train=False))(init_rng, example)
+    variables = random_ops.init(model, init_rng, example, train=False)
   except CnnjaxError:
     raise
   except Exception as e:  # noqa: BLE001 - turned into one sentence, or re-raised.
@@ -139,7 +140,28 @@ def initial_variables(config, model, dataset) -> dict:
         f"model '{config.model.name}' cannot take inputs of shape "
         f"{dataset.input_shape} from dataset '{dataset.name}': {reason}") from e
   variables = kernel_init.from_config(config, variables, model=model, example=example)
+  variables = _init_from_data(config, model, dataset, variables)
   return transfer.initialize_from(config, variables)
+
+
+# Training examples a model's `init_from_data` sees (airbench's whitening
+# filters are computed from 5,000, as in its paper).
+DATA_INIT_EXAMPLES = 5000
+
+
+def _init_from_data(config, model, dataset, variables) -> dict:
+  """`variables` as the model's `init_from_data(variables, inputs)` sets
+  them from the first training examples, normalised as for evaluation;
+  unchanged for a model without that method."""
+  hook = getattr(model, "init_from_data", None)
+  if not callable(hook):
+    return variables
+  inputs = pipeline.first_inputs(dataset, DATA_INIT_EXAMPLES)
+  stats = pipeline.channel_stats(dataset, config.dataset)
+  _, eval_prep = pipeline.make_preprocess(config.augment, stats)
+  key = dataset.input_key
+  inputs = np.asarray(jax.jit(eval_prep)({key: inputs})[key])
+  return hook(variables, inputs)
 
 
 def _max_norm_layers(config, variables) -> list[str]:

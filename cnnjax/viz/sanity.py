@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax.ops import random as random_ops
 from cnnjax.runs import inference
 from cnnjax.viz import attribution, figures
 from cnnjax.viz.registry import Options, Output, register
@@ -52,7 +53,8 @@ def sanity_check(trained, options: Options) -> Output:
   batch = attribution.batch_to_explain(trained, options)
   modules = _parameter_modules(trained)
   example = jnp.zeros((1, *trained.input_shape), jnp.float32)
-  fresh = trained.model.init(jax.random.key(options.seed + 1), example, train=False)
+  fresh = random_ops.init(trained.model, jax.random.key(options.seed + 1), example,
+                          train=False)
   fresh = jax.device_get(fresh)
   fresh = {k: dict(v) for k, v in fresh.items()}
   layer = attribution.cam_layer(trained, options)

@@ -30,6 +30,7 @@ import numpy as np
 
 from cnnjax import models
 from cnnjax.errors import CnnjaxError
+from cnnjax.ops import random as random_ops
 from cnnjax.weights import files
 from cnnjax.weights.convert import (ImportReport, state_dict_to_variables,
                                     variables_to_state_dict)
@@ -115,9 +116,9 @@ def create_model(name: str, *, pretrained: str | None = None,
     if num_classes is not None:
       fields["num_classes"] = num_classes
     model = models.create_model(name, **fields)
-    variables = jax.jit(lambda k: model.init(
-        k, jnp.zeros((1, *shape), models.model_input_dtype(name)), train=False))(
-            jax.random.key(rng))
+    variables = random_ops.init(
+        model, jax.random.key(rng),
+        jnp.zeros((1, *shape), models.model_input_dtype(name)), train=False)
   if not features_only:
     return model, variables
   backbone = models.create_model(name, features_only=True, out_indices=out_indices,

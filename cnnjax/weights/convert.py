@@ -33,6 +33,7 @@ import numpy as np
 from flax import traverse_util
 
 from cnnjax.errors import CnnjaxError
+from cnnjax.ops import random as random_ops
 from cnnjax.weights.twins import Rule, Twin, twin_of
 
 HEAD = "head"
@@ -255,8 +256,8 @@ def state_dict_to_variables(model_name: str, model, state: Mapping[str, np.ndarr
     flat[t.jax_path] = np.asarray(value.astype(leaf.dtype), order="C")
   if reinit_head:
     key = jax.random.key(rng) if isinstance(rng, int) else rng
-    fresh = jax.jit(lambda k: model.init(
-        k, jnp.zeros((1, *input_shape), jnp.float32), train=False))(key)
+    fresh = random_ops.init(model, key, jnp.zeros((1, *input_shape), jnp.float32),
+                            train=False)
     for path, value in traverse_util.flatten_dict(dict(fresh)).items():
       if path[1:-1] == (HEAD,):
         flat[path] = np.asarray(value)
