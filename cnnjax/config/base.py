@@ -217,6 +217,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.schedule.name = "constant"  # constant|step|multistep|cosine|linear|plateau
   c.schedule.warmup_steps = 0
   c.schedule.warmup_epochs = 0.0
+  c.schedule.warmup_from = 0.0  # the warmup's first lr, as a fraction of the peak
   c.schedule.step_size = 0  # step: decay every step_size steps
   c.schedule.step_size_epochs = 0.0
   c.schedule.boundaries = ()  # multistep, in steps

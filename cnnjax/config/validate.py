@@ -39,6 +39,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.optimizer.learning_rate <= 0:
     raise CnnjaxError("config.optimizer.learning_rate must be positive, got "
                       f"{config.optimizer.learning_rate}")
+  if config.schedule.get("warmup_from", 0.0) < 0:
+    raise CnnjaxError("config.schedule.warmup_from (the warmup's first learning "
+                      "rate over the peak) cannot be negative, got "
+                      f"{config.schedule.warmup_from}")
   for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
     if config[key] <= 0:
       raise CnnjaxError(f"config.{key} must be positive, got {config[key]}")

@@ -40,10 +40,24 @@ def channel_stats(dataset, dataset_config) -> tuple[tuple[float, ...], tuple[flo
   return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
+def first_inputs(dataset, count: int, key: str | None = None) -> np.ndarray:
+  """The first `count` training inputs (all of them if fewer), as stored:
+  from memory, or read from the start of a stream."""
+  key = key or dataset.input_key
+  if hasattr(dataset, "splits"):
+    return dataset.splits[dataset.train_split][key][:count]
+  batches = []
+  for batch in dataset.eval_batches(dataset.train_split, 256):
+    batches.append(batch[key][batch["mask"] > 0])
+    if sum(len(b) for b in batches) >= count:
+      break
+  return np.concatenate(batches)[:count]
+
+
 def _measure(dataset):
   if hasattr(dataset, "splits"):
     images = dataset.splits[dataset.train_split]["image"]
-  else:
+  else:  # Whole batches, until 4,096 images or more.
     batches = []
     for batch in dataset.eval_batches(dataset.train_split, 256):
       batches.append(batch["image"][batch["mask"] > 0])

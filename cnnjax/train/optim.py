@@ -55,8 +55,9 @@ def make_schedule(config, durations: Durations) -> optax.Schedule:
     main = optax.linear_schedule(lr, lr * s.end_factor, decay_steps)
   if warmup <= 0:
     return main
+  start = lr * float(s.get("warmup_from", 0.0))  # older configs lack the key
   return optax.join_schedules(
-      [optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+      [optax.linear_schedule(start, lr, warmup), main], [warmup])
 
 
 def _decay_mask(mode: str):

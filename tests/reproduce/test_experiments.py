@@ -70,7 +70,9 @@ SLOW = ("cifar10/resnet32", "cifar10/resnet44", "cifar10/resnet56", "cifar10/res
         # smoke-runs by default.
         "mnist1d/gru_shuffled", "mnist1d/logreg_shuffled", "mnist1d/mlp_shuffled",
         # 4.4 s; the GRU trains by default in tests/models/test_models.py.
-        "mnist1d/gru")
+        "mnist1d/gru",
+        # By default at a narrow width (NARROW, below).
+        "cifar10/airbench94")
 
 # The default suite runs these experiments' data, recipe and model family
 # with a narrow model (the full-size smoke runs are under -m slow).
@@ -79,6 +81,7 @@ NARROW = {"imagenet/alexnet": {  # The two-GPU layout's groups, 1/6 of the width
               "model.convs": ((16, 11, 4, 0, 1, True, True), (32, 5, 1, 2, 2, True, True),
                               (64, 3, 1, 1), (64, 3, 1, 1, 2), (32, 3, 1, 1, 2, True))},
           "cifar10/resnet18": {"model.width": 8, "model.stage_sizes": (1, 1, 1, 1)},
+          "cifar10/airbench94": {"model.widths": (8, 16, 16)},
           "cifar10/transfer_target": {"model.width": 8, "model.stage_sizes": (1, 1, 1, 1)},
           "medmnist/resnet18_28/chestmnist": {"model.width": 8,
                                               "model.stage_sizes": (1, 1, 1, 1)}}
