@@ -12,7 +12,7 @@ import optax
 import pytest
 from jax import lax
 
-from cnnjax.config import base_config, durations as durations_lib
+from cnnjax.config import durations as durations_lib
 from cnnjax.data.arrays import ArrayDataset
 from cnnjax.models import airbench, create_model
 from cnnjax.train import optim, setup
