@@ -51,7 +51,7 @@ def cmd_train(args, overrides: list[str]) -> int:
   print(f"Finished {result['num_steps']} steps in {result['wall_time_s']:.1f} s: "
         f"{_format_metrics(result['final'])}")
   ref = result.get("reference")
-  if ref and "measured" in ref:
+  if ref and "measured" in ref and ref.get("value"):
     print(f"Published {ref['metric']}: {ref['value']} ({ref['source']}); "
           f"measured: {ref['measured']:.4f}")
   print(f"Outputs in {workdir}/ (result.json, metrics.jsonl, curves.png, checkpoints/)")
@@ -69,7 +69,7 @@ def cmd_eval(args, overrides: list[str]) -> int:
 
   reference = Run.open(args.workdir).config.get("reference", {})
   metric = reference.get("metric", "")
-  if metric and metric in result and reference.get("value") is not None:
+  if metric and metric in result and reference.get("value"):
     print(f"Published {metric}: {reference['value']} ({reference.get('source', '')}); "
           f"measured: {result[metric]:.4f}", file=sys.stderr)  # stdout: JSON only
   return 0

@@ -6,6 +6,8 @@
   image_folder      data_dir/train/<class>/*, data_dir/test/<class>/*
   medmnist          MedMNIST v2/+ npz files; `subset` and `image_size`
   mr, text_file     sentence classification (Kim 2014), k-fold splits
+  shapes_segmentation, digits_segmentation
+                    procedural scenes (data/scenes.py) with class maps
   anything else     a TFDS dataset by name (mnist, cifar10, imagenette, ...)
 
 Data that fits `config.dataset.max_device_mb` is an `ArrayDataset` held on the
@@ -15,6 +17,7 @@ the host (tf.data for encoded images).
 
 from __future__ import annotations
 
+import functools
 import sys
 
 
@@ -27,7 +30,7 @@ from cnnjax.registry import Registry
 # config.dataset.smoke_data: where a smoke run's data comes from.
 SMOKE_DATA = ("auto", "synthetic", "real")
 # Sources that generate or bundle their data: always present, no stand-in.
-ALWAYS_PRESENT = ("mnist1d", "digits")
+ALWAYS_PRESENT = ("mnist1d", "digits", "shapes_segmentation", "digits_segmentation")
 
 
 def _register_sources() -> None:
@@ -36,6 +39,7 @@ def _register_sources() -> None:
   from cnnjax.data.image_folder import load_image_folder
   from cnnjax.data.medmnist import load_medmnist
   from cnnjax.data.mnist1d import load_mnist1d
+  from cnnjax.data.scenes import load_segmentation
   from cnnjax.data.text import load_mr, load_text_file
 
   for name, loader in (("mnist1d", load_mnist1d), ("digits", load_digits),
@@ -43,6 +47,8 @@ def _register_sources() -> None:
                        ("medmnist", load_medmnist), ("mr", load_mr),
                        ("text_file", load_text_file)):
     SOURCES.add(name, loader)
+  for kind in ("shapes", "digits"):
+    SOURCES.add(f"{kind}_segmentation", functools.partial(load_segmentation, kind))
 
 
 # cnnjax's own sources: name -> loader(dataset_config, *, smoke) -> dataset.

@@ -25,8 +25,14 @@ INPUT_KEYS = ("image", "tokens")  # 'image' is any dense input: (B, L, C) too.
 #   binary      int labels (N,) in {0, 1}, num_classes 2 (two logits);
 #   multilabel  0/1 labels (N, num_classes), one sigmoid per class;
 #   ordinal     int labels (N,) of ordered grades, trained and scored as
-#               multiclass (MedMNIST's RetinaMNIST protocol).
-TASKS = ("multiclass", "binary", "multilabel", "ordinal")
+#               multiclass (MedMNIST's RetinaMNIST protocol);
+#   segmentation  int class maps (N, H, W), one class per pixel of the
+#               image, IGNORE_LABEL where a pixel has none (VOC's borders):
+#               per-pixel softmax cross-entropy, mean IoU.
+CLASSIFICATION_TASKS = ("multiclass", "binary", "multilabel", "ordinal")
+TASKS = CLASSIFICATION_TASKS + ("segmentation",)
+# A pixel of this label is left out of the loss and the scores.
+IGNORE_LABEL = 255
 
 
 @dataclasses.dataclass
@@ -95,6 +101,19 @@ def _check_split(name, split, arrays, num_classes, task="multiclass"):
     if not np.isin(labels, (0, 1)).all():
       raise CnnjaxError(f"split '{split}' of dataset '{name}' has multi-label "
                         "targets other than 0 and 1")
+    return
+  if task == "segmentation":
+    images = arrays[input_key(arrays)]
+    if labels.ndim != 3 or labels.shape != images.shape[:3]:
+      raise CnnjaxError(f"split '{split}' of dataset '{name}' has masks of shape "
+                        f"{labels.shape} for images of shape {images.shape}; a "
+                        "segmentation task needs one (H, W) class map per image, "
+                        "of the image's size")
+    known = (labels >= 0) & (labels < num_classes) | (labels == IGNORE_LABEL)
+    if not known.all():
+      raise CnnjaxError(f"split '{split}' of dataset '{name}' has mask values "
+                        f"{np.unique(labels[~known])[:5].tolist()}; they must be "
+                        f"classes 0 to {num_classes - 1} or {IGNORE_LABEL} (ignored)")
     return
   if labels.ndim != 1:
     raise CnnjaxError(f"split '{split}' of dataset '{name}' has labels of shape "

@@ -448,11 +448,28 @@ def augment_batch(batch: dict, key: jax.Array, augment_config) -> dict:
   `split(key)`, the others `fold_in(key, n)`), so enabling one op never
   changes another's draw. Batches without 'image' (e.g. 'tokens') pass
   through; 1D signals (B, L, C) support only translate and flip.
+
+  A batch whose 'label' is a class map per image (segmentation: (B, H, W)
+  for (B, H, W, C) images) has it translated and flipped with its image
+  (the same draws; its border filled as the image's, so 'constant' pads
+  with class 0); the resampling augmentations (crop_scale, rotate) are
+  refused for it in one sentence, the colour ones touch the image only.
   """
   if "image" not in batch:
     return batch
   images = batch["image"]
   get = augment_config.get
+  labels = batch.get("label")
+  maps = labels is not None and labels.ndim >= 2 and labels.ndim == images.ndim - 1
+  if maps:
+    resampling = [name for name, on in (("crop_scale", _crop_scale(augment_config) is not None),
+                                        ("rotate", get("rotate", 0) > 0)) if on]
+    if resampling:
+      raise CnnjaxError(f"augment.{', augment.'.join(resampling)} would resample the "
+                        "class maps of a segmentation task; use translate and flip")
+    # The map rides along as one more channel through translate and flip.
+    channels = images.shape[-1]
+    images = jnp.concatenate([images, labels[..., None].astype(images.dtype)], axis=-1)
   k_translate, k_flip = jax.random.split(key)
   k_crop, k_rotate, k_color = (jax.random.fold_in(key, n) for n in (10, 11, 12))
 
@@ -478,8 +495,13 @@ def augment_batch(batch: dict, key: jax.Array, augment_config) -> dict:
                               mode=get("translate_mode", "edge"))
   if get("flip", False):
     images = random_flip(images, k_flip)
+  if maps:
+    labels = jnp.round(images[..., channels]).astype(labels.dtype)
+    images = images[..., :channels]
   if any(v > 0 for v in jitter.values()):
     images = color_jitter(images, k_color, **jitter)
+  if maps:
+    return dict(batch, image=images, label=labels)
   return dict(batch, image=images)
 
 

@@ -32,6 +32,7 @@ import functools
 
 import numpy as np
 
+from cnnjax.data.arrays import ArrayDataset
 from cnnjax.errors import CnnjaxError
 
 KINDS = ("shapes", "digits")
@@ -89,9 +90,10 @@ def _shape_mask(shape: int, size: int) -> np.ndarray:
 
 
 def _digit_mask(glyph: np.ndarray, size: int) -> np.ndarray:
-  """The 8x8 glyph scaled to (size, size) (bilinear), as intensities."""
-  import jax
-  return np.asarray(jax.image.resize(glyph, (size, size), method="bilinear"))
+  """The 8x8 glyph scaled to (size, size) (linear interpolation), as intensities."""
+  import scipy.ndimage
+  return scipy.ndimage.zoom(glyph, size / glyph.shape[0], order=1,
+                            grid_mode=True, mode="nearest")[:size, :size]
 
 
 def make_scenes(kind: str, num: int, *, image_size: int = 64, seed: int = 0,
@@ -153,3 +155,27 @@ def make_scenes(kind: str, num: int, *, image_size: int = 64, seed: int = 0,
     images[n] = np.clip(np.round(canvas * 255), 0, 255).astype(np.uint8)
   return {"image": images, "boxes": boxes, "classes": classes, "box_mask": classes > 0,
           "mask": masks}
+
+
+# Scenes per split of a full run and of a smoke run.
+SPLIT_SIZES = {"train": 4000, "test": 1000}
+SMOKE_SPLIT_SIZES = {"train": 256, "test": 64}
+DEFAULT_IMAGE_SIZE = 64
+
+
+def load_segmentation(kind: str, dataset_config, *, smoke: bool = False) -> ArrayDataset:
+  """The `kind` scenes as a segmentation set: uint8 images and class maps
+  (0 background, 1.. the objects' classes); train and test from different
+  seeds (config.dataset.split_seed and split_seed + 1), image_size from the
+  config (default 64)."""
+  size = int(dataset_config.get("image_size") or DEFAULT_IMAGE_SIZE)
+  seed = int(dataset_config.get("split_seed", 0))
+  counts = SMOKE_SPLIT_SIZES if smoke else SPLIT_SIZES
+  splits = {}
+  for offset, (split, count) in enumerate(counts.items()):
+    s = make_scenes(kind, count, image_size=size, seed=2 * seed + offset)
+    splits[split] = {"image": s["image"], "label": s["mask"]}
+  names = ("background",) + class_names(kind)
+  return ArrayDataset(name=f"{kind}_segmentation", splits=splits, num_classes=len(names),
+                      task="segmentation",
+                      metadata={"class_names": names, "source": f"cnnjax.data.scenes ({kind})"})

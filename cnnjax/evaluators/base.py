@@ -17,11 +17,11 @@ from typing import Any, ClassVar, Mapping, Sequence
 import jax
 import numpy as np
 
-from cnnjax.data.arrays import TASKS
+from cnnjax.data.arrays import CLASSIFICATION_TASKS, TASKS
 from cnnjax.errors import CnnjaxError
 from cnnjax.registry import Registry
 
-SINGLE_LABEL_TASKS = tuple(t for t in TASKS if t != "multilabel")
+SINGLE_LABEL_TASKS = tuple(t for t in CLASSIFICATION_TASKS if t != "multilabel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,8 @@ class Evaluator:
   # Every metric `compute` may report; `resolve` refuses two evaluators that
   # share one, since both would be logged as '<split>/<metric>'.
   metric_names: ClassVar[tuple[str, ...]] = ()
-  tasks: ClassVar[tuple[str, ...]] = TASKS  # The tasks it makes sense for.
+  # The tasks it makes sense for (segmentation's evaluators say so).
+  tasks: ClassVar[tuple[str, ...]] = CLASSIFICATION_TASKS
 
   def __init__(self, name: str):
     self.name = name
@@ -100,6 +101,8 @@ def default_evaluators(task: str, metadata: Mapping | None = None) -> tuple[str,
   """The dataset's own: accuracy, plus the AUC for binary and multi-label
   tasks and for data whose metadata names the MedMNIST evaluator."""
   metadata = metadata or {}
+  if task == "segmentation":
+    return ("segmentation",)
   if task in ("binary", "multilabel") or metadata.get("evaluator") == "medmnist":
     return ("accuracy", "auc")
   return ("accuracy",)

@@ -18,3 +18,5 @@ from cnnjax.models import (airbench, alexnet, allconv, conv1d, densenet,  # noqa
                            ecg, googlenet, lenet, mlp, octresnet,
                            recurrent, resnet, rf_cnn, sharing, text_cnn,
                            toy, vgg)
+# Heads on the families' backbones, registered after them.
+from cnnjax.models import segmentation  # noqa: F401, E402

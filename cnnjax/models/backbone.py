@@ -138,12 +138,14 @@ class Backbone(nn.Module):
     wanted = {s.module: s for s in stages}
     last = max(selected, key=lambda pair: pair[0])[1]  # The end of the run.
     found: dict[str, Any] = {}
+    # Paths relative to this backbone, which may sit inside a head's model.
+    depth = len(self.path)
 
     def tap(next_fun, args, kwargs, context):
       if last.module in found:
         raise _Stop  # Anything after the last selected stage.
       y = next_fun(*args, **kwargs)
-      path = "/".join(context.module.path)
+      path = "/".join(context.module.path[depth:])
       if context.method_name == "__call__" and path in wanted:
         found.setdefault(path, ACTIVATIONS[wanted[path].act](y))
       return y

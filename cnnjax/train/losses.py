@@ -1,7 +1,9 @@
 """Classification losses, each `loss(logits, labels) -> per-example loss`.
 
 Integer labels have shape (B,); multi-label targets are 0/1 arrays of shape
-(B, num_classes) (sigmoid cross-entropy only).
+(B, num_classes) (sigmoid cross-entropy only). For segmentation, logits
+(B, H, W, K) and class maps (B, H, W): softmax cross-entropy averages each
+image's pixels, those labelled IGNORE_LABEL (255) left out.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cnnjax.data.arrays import IGNORE_LABEL
 from cnnjax.errors import CnnjaxError
 
 
@@ -20,11 +23,21 @@ def _one_hot(labels, num_classes, dtype=jnp.float32):
 
 
 def softmax_cross_entropy(logits, labels, *, label_smoothing: float = 0.0):
-  """Cross-entropy of softmax(logits); label smoothing spreads eps uniformly."""
+  """Cross-entropy of softmax(logits); label smoothing spreads eps uniformly.
+  With a class map per example (segmentation), the mean over its pixels
+  whose label is not IGNORE_LABEL (0 for an image without any)."""
+  pixels = labels.ndim >= 2 and labels.ndim == logits.ndim - 1
+  valid = labels != IGNORE_LABEL if pixels else None
+  if pixels:
+    labels = jnp.where(valid, labels, 0)
   targets = _one_hot(labels, logits.shape[-1], logits.dtype)
   if label_smoothing:
     targets = optax.smooth_labels(targets, label_smoothing)
-  return optax.softmax_cross_entropy(logits, targets)
+  loss = optax.softmax_cross_entropy(logits, targets)
+  if not pixels:
+    return loss
+  axes = tuple(range(1, loss.ndim))
+  return jnp.sum(loss * valid, axis=axes) / jnp.maximum(jnp.sum(valid, axis=axes), 1)
 
 
 def multiclass_hinge(logits, labels, *, margin: float = 1.0):

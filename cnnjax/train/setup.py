@@ -183,6 +183,10 @@ def evaluation_parts(config, dataset, apply_fn, parallel: DataParallel
   of a config on its data: what training and `cnnjax eval` evaluate with."""
   names = evaluators_lib.resolve(tuple(config.get("evaluators", ())),
                                  task=dataset.task, metadata=dataset.metadata)
+  if dataset.task == "segmentation" and pipeline.test_time_views(config.augment):
+    raise CnnjaxError("augment.tta_flip and augment.tta_shift average class scores "
+                      "over moved copies of an image, which a segmentation task's "
+                      "per-pixel scores cannot be; turn them off")
   stats = pipeline.channel_stats(dataset, config.dataset)
   host_crops = isinstance(dataset, StreamDataset) and dataset.host_crops
   train_prep, eval_prep = pipeline.make_preprocess(config.augment, stats,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from cnnjax.data.arrays import TASKS
+from cnnjax.data.arrays import CLASSIFICATION_TASKS, TASKS
 from cnnjax.errors import CnnjaxError
 from cnnjax.evaluators import (EVALUATORS, EvalContext, EvalInputs, EvalResult,
                                Evaluator, batch_outputs, compute,
@@ -58,10 +58,11 @@ def _softmax(logits):
 def test_the_registered_evaluators_and_their_metrics():
   assert EVALUATORS.kind == "evaluator"
   assert set(EVALUATORS.names()) == {"accuracy", "auc", "medmnist", "multilabel",
-                                     "confusion_matrix"}
+                                     "confusion_matrix", "segmentation"}
   declared = {name: EVALUATORS.get(name).metric_names for name in EVALUATORS}
   assert declared["accuracy"] == ("loss", "accuracy", "top5_accuracy")
   assert declared["medmnist"] == ("auc", "acc")
+  assert declared["segmentation"] == ("loss", "pixel_accuracy", "mean_iou")
   for name, evaluator in EVALUATORS.items():
     assert isinstance(evaluator, Evaluator) and evaluator.name == name
     assert evaluator.description and set(evaluator.tasks) <= set(TASKS)
@@ -269,7 +270,8 @@ def test_confusion_matrix_json_and_figure(tmp_path):
 # Choosing evaluators.
 
 def test_default_evaluators_follow_the_old_rule():
-  for task in TASKS:
+  assert default_evaluators("segmentation", {}) == ("segmentation",)
+  for task in CLASSIFICATION_TASKS:
     for metadata in ({}, {"evaluator": "medmnist"}, {"evaluator": "other"}):
       # The loop's former `wants_scores`: the AUC for binary and multi-label
       # tasks and for MedMNIST data.

@@ -72,7 +72,10 @@ SLOW = ("cifar10/resnet32", "cifar10/resnet44", "cifar10/resnet56", "cifar10/res
         # 4.4 s; the GRU trains by default in tests/models/test_models.py.
         "mnist1d/gru",
         # By default at a narrow width (NARROW, below).
-        "cifar10/airbench94")
+        "cifar10/airbench94",
+        # ResNet-18 encoders with decoders (25 s); the heads, loss, evaluator
+        # and class-map augmentation are tested in tests/models/test_segmentation.py.
+        "segmentation/")
 
 # The default suite runs these experiments' data, recipe and model family
 # with a narrow model (the full-size smoke runs are under -m slow).
