@@ -19,4 +19,4 @@ from cnnjax.models import (airbench, alexnet, allconv, conv1d, densenet,  # noqa
                            recurrent, resnet, rf_cnn, sharing, text_cnn,
                            toy, vgg)
 # Heads on the families' backbones, registered after them.
-from cnnjax.models import segmentation  # noqa: F401, E402
+from cnnjax.models import detection, segmentation  # noqa: F401, E402
