@@ -19,6 +19,11 @@ PARAMS = {
     "mlp": 15_210,
     "mnist1d_mlp": 15_210,  # MNIST-1D paper, Table 1
     "mnist1d_cnn": 5_210,  # MNIST-1D paper: 150 + 1,900 + 1,900 + 1,260
+    # airbench94 by hand in tests/models/test_airbench.py; the heads on a
+    # ResNet-18 encoder for 4 classes: FCN-8s and U-Net read all of it
+    # (11,176,512 parameters), Faster R-CNN up to its stride-8 stage.
+    "airbench94": 1_971_640, "fcn": 11_184_716, "unet": 16_481_092,
+    "faster_rcnn": 2_513_281,
     # PyTorch's GRU (the paper's 5,134) has two more bias vectors per direction.
     "mnist1d_gru": 5_110,
     # 156 + 2,416 + 48,120 + 10,164 + 850 (C3 fully connected).
@@ -97,6 +102,8 @@ FAMILY_TESTS = {
     "cnnjax.models.alexnet": "test_alexnet_text.py",
     "cnnjax.models.toy": "test_alexnet_text.py",
     "cnnjax.models.text_cnn": "test_alexnet_text.py",
+    "cnnjax.models.segmentation": "test_segmentation.py",
+    "cnnjax.models.detection": "test_detection.py",
 }
 # VGG configurations differ only in their stage lists: one with LRN and
 # BatchNorm, one with 1x1 convolutions, on 32x32 images with narrow FC layers.
@@ -130,6 +137,14 @@ def test_family_test_files_exist():
     assert os.path.exists(os.path.join(here, test_file)), (module, test_file)
 
 
+# The heads that do not return (batch, classes) logits, and what they return.
+DENSE_OUTPUTS = {
+    "fcn": lambda m: (2, 64, 64, m.num_classes),
+    "unet": lambda m: (2, 64, 64, m.num_classes),
+    "faster_rcnn": lambda m: {"boxes": (2, m.detections, 4), "scores": (2, m.detections),
+                              "classes": (2, m.detections), "valid": (2, m.detections)},
+}
+
 # Tracing ResNet-1202's 600 blocks takes seconds; its count runs under -m slow.
 SLOW_TO_TRACE = {"resnet1202"}
 
@@ -144,7 +159,11 @@ def test_parameter_count_and_output_shape(name):
   out, variables = jax.eval_shape(
       lambda a: model.init_with_output(jax.random.key(0), a), x)
   assert _count(variables["params"]) == PARAMS[name]
-  assert out.shape == (2, model.num_classes)
+  if name in DENSE_OUTPUTS:  # logits per pixel; detections
+    want = DENSE_OUTPUTS[name](model)
+    assert jax.tree.map(lambda a: a.shape, out) == want
+  else:
+    assert out.shape == (2, model.num_classes)
 
 
 @pytest.mark.parametrize("name", GRADIENT_TESTED)

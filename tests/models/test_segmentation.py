@@ -34,6 +34,23 @@ def test_heads_give_logits_at_the_input_size(name, fields, size):
       k.startswith("stage") or k.startswith("features") for k in variables["params"])
 
 
+@pytest.mark.parametrize("name", ["fcn", "unet"])
+def test_every_parameter_gets_a_gradient(name):
+  model = create_model(name, num_classes=3)
+  x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  variables = model.init(jax.random.key(1), x)
+  labels = jnp.asarray(np.random.default_rng(0).integers(0, 3, (2, 32, 32)))
+
+  def loss(params):
+    out = model.apply(dict(variables, params=params), x, train=True,
+                      rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"])[0]
+    return losses.softmax_cross_entropy(out, labels).mean()
+
+  grads = jax.jit(jax.grad(loss))(variables["params"])
+  for path, g in jax.tree_util.tree_leaves_with_path(grads):
+    assert np.any(np.asarray(g) != 0), f"no gradient reaches {jax.tree_util.keystr(path)}"
+
+
 def test_fcn_reads_the_stages_its_variant_names_and_starts_its_skips_at_zero():
   x = jax.random.normal(jax.random.key(0), (1, 64, 64, 3))
   fcn8 = create_model("fcn", num_classes=3, variant="8s")
