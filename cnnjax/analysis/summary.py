@@ -248,7 +248,13 @@ class _Recorder:
     in_field = self.field_of(x) if x is not None else None
     index = len(self.calls)
     self.calls.append({})
-    y = next_fun(*args, **kwargs)
+    try:
+      y = next_fun(*args, **kwargs)
+    except BaseException:
+      # A call cut short (a backbone stops its classifier after the last
+      # stage it reads): no row of its own; what finished inside it stays.
+      self.calls[index] = dict(module=context.module, x=x, y=None, leaf=False, field=None)
+      raise
     out = y if hasattr(y, "shape") else None
     leaf = len(self.calls) == index + 1
     fields = None

@@ -107,6 +107,16 @@ def whitening_kernel(images: np.ndarray, features: int) -> np.ndarray:
   return filters.reshape(p, p, c, features).astype(np.float32)
 
 
+class ScaledBias(nn.Module):
+  """x + scale * b, with b a learned (channels,) vector started at zero."""
+  scale: float = 8.0
+
+  @nn.compact
+  def __call__(self, x):
+    bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+    return x + (self.scale * bias).astype(x.dtype)
+
+
 class ScaledBiasNorm(nn.Module):
   """BatchNorm without scale whose bias is stored divided by `bias_scale`."""
   momentum: float = 0.4
@@ -119,8 +129,7 @@ class ScaledBiasNorm(nn.Module):
     x = layers.batch_norm(train=train, momentum=self.momentum, epsilon=self.epsilon,
                           use_scale=False, use_bias=False, dtype=self.dtype,
                           name="bn")(x)
-    bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
-    return x + (self.bias_scale * bias).astype(x.dtype)
+    return ScaledBias(self.bias_scale, name="shift")(x)
 
 
 class AirbenchNet(nn.Module):

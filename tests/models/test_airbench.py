@@ -86,7 +86,7 @@ def test_norm_biases_learn_64_times_faster_with_the_same_decay():
   norm = airbench.ScaledBiasNorm(bias_scale=8.0)
   x = jax.random.normal(jax.random.key(0), (4, 3, 3, 5))
   variables = norm.init(jax.random.key(1), x, train=False)
-  params = {"bias": jnp.arange(5.0) / 8}  # effective bias 0..4
+  params = {"shift": {"bias": jnp.arange(5.0) / 8}}  # effective bias 0..4
   weights = jnp.arange(1.0, 6.0)
 
   def loss(p):
@@ -98,7 +98,8 @@ def test_norm_biases_learn_64_times_faster_with_the_same_decay():
   grads = jax.grad(loss)(params)
   updates, _ = tx.update(grads, tx.init(params), params)
   new = optax.apply_updates(params, updates)
-  effective_before, effective_after = 8 * params["bias"], 8 * new["bias"]
+  effective_before = 8 * params["shift"]["bias"]
+  effective_after = 8 * new["shift"]["bias"]
   gradient = weights * x[..., 0].size  # d loss / d (effective bias)
   np.testing.assert_allclose(effective_after - effective_before,
                              -lr * (64 * gradient + wd * effective_before), rtol=1e-5)
