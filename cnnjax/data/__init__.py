@@ -6,8 +6,8 @@
   image_folder      data_dir/train/<class>/*, data_dir/test/<class>/*
   medmnist          MedMNIST v2/+ npz files; `subset` and `image_size`
   mr, text_file     sentence classification (Kim 2014), k-fold splits
-  shapes_segmentation, digits_segmentation
-                    procedural scenes (data/scenes.py) with class maps
+  shapes_segmentation, digits_segmentation, shapes_detection, digits_detection
+                    procedural scenes (data/scenes.py): class maps, or boxes
   anything else     a TFDS dataset by name (mnist, cifar10, imagenette, ...)
 
 Data that fits `config.dataset.max_device_mb` is an `ArrayDataset` held on the
@@ -30,7 +30,8 @@ from cnnjax.registry import Registry
 # config.dataset.smoke_data: where a smoke run's data comes from.
 SMOKE_DATA = ("auto", "synthetic", "real")
 # Sources that generate or bundle their data: always present, no stand-in.
-ALWAYS_PRESENT = ("mnist1d", "digits", "shapes_segmentation", "digits_segmentation")
+ALWAYS_PRESENT = ("mnist1d", "digits", "shapes_segmentation", "digits_segmentation",
+                  "shapes_detection", "digits_detection")
 
 
 def _register_sources() -> None:
@@ -39,7 +40,7 @@ def _register_sources() -> None:
   from cnnjax.data.image_folder import load_image_folder
   from cnnjax.data.medmnist import load_medmnist
   from cnnjax.data.mnist1d import load_mnist1d
-  from cnnjax.data.scenes import load_segmentation
+  from cnnjax.data.scenes import load_detection, load_segmentation
   from cnnjax.data.text import load_mr, load_text_file
 
   for name, loader in (("mnist1d", load_mnist1d), ("digits", load_digits),
@@ -49,6 +50,7 @@ def _register_sources() -> None:
     SOURCES.add(name, loader)
   for kind in ("shapes", "digits"):
     SOURCES.add(f"{kind}_segmentation", functools.partial(load_segmentation, kind))
+    SOURCES.add(f"{kind}_detection", functools.partial(load_detection, kind))
 
 
 # cnnjax's own sources: name -> loader(dataset_config, *, smoke) -> dataset.

@@ -28,9 +28,12 @@ INPUT_KEYS = ("image", "tokens")  # 'image' is any dense input: (B, L, C) too.
 #               multiclass (MedMNIST's RetinaMNIST protocol);
 #   segmentation  int class maps (N, H, W), one class per pixel of the
 #               image, IGNORE_LABEL where a pixel has none (VOC's borders):
-#               per-pixel softmax cross-entropy, mean IoU.
+#               per-pixel softmax cross-entropy, mean IoU;
+#   detection   int classes (N, G) of up to G objects per image (0: no
+#               object, the padding) and their 'boxes' (N, G, 4) [x1, y1,
+#               x2, y2] in pixels: a detector's own losses, COCO mAP.
 CLASSIFICATION_TASKS = ("multiclass", "binary", "multilabel", "ordinal")
-TASKS = CLASSIFICATION_TASKS + ("segmentation",)
+TASKS = CLASSIFICATION_TASKS + ("segmentation", "detection")
 # A pixel of this label is left out of the loss and the scores.
 IGNORE_LABEL = 255
 
@@ -102,6 +105,9 @@ def _check_split(name, split, arrays, num_classes, task="multiclass"):
       raise CnnjaxError(f"split '{split}' of dataset '{name}' has multi-label "
                         "targets other than 0 and 1")
     return
+  if task == "detection":
+    _check_detection(name, split, arrays, labels, num_classes)
+    return
   if task == "segmentation":
     images = arrays[input_key(arrays)]
     if labels.ndim != 3 or labels.shape != images.shape[:3]:
@@ -123,6 +129,23 @@ def _check_split(name, split, arrays, num_classes, task="multiclass"):
     raise CnnjaxError(f"split '{split}' of dataset '{name}' has labels in "
                       f"[{lo}, {hi}] but {num_classes} classes; labels must be "
                       f"0 to {num_classes - 1}")
+
+
+def _check_detection(name, split, arrays, labels, num_classes):
+  boxes = np.asarray(arrays.get("boxes", np.zeros((0,))))
+  where = f"split '{split}' of dataset '{name}'"
+  if labels.ndim != 2 or boxes.shape != (*labels.shape, 4):
+    raise CnnjaxError(f"{where} has classes of shape {labels.shape} and boxes of shape "
+                      f"{boxes.shape}; a detection task needs classes (N, G) and boxes "
+                      "(N, G, 4), padded with class 0")
+  if labels.min() < 0 or labels.max() >= num_classes:
+    raise CnnjaxError(f"{where} has object classes in [{labels.min()}, {labels.max()}] but "
+                      f"{num_classes} classes; they must be 1 to {num_classes - 1} (0: no object)")
+  real = boxes[labels > 0]
+  bad = (real[:, 2] < real[:, 0]) | (real[:, 3] < real[:, 1])
+  if bad.any():
+    raise CnnjaxError(f"{where} has a box {real[bad][0].tolist()} with x2 < x1 or y2 < y1; "
+                      "boxes are [x1, y1, x2, y2]")
 
 
 def data_key_for_seed(seed: int) -> jax.Array:

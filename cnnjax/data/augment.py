@@ -454,13 +454,25 @@ def augment_batch(batch: dict, key: jax.Array, augment_config) -> dict:
   (the same draws; its border filled as the image's, so 'constant' pads
   with class 0); the resampling augmentations (crop_scale, rotate) are
   refused for it in one sentence, the colour ones touch the image only.
+  A batch with 'boxes' (detection: (B, G, 4) [x1, y1, x2, y2]) has them
+  mirrored with their flipped images; the other geometric augmentations
+  are refused for it.
   """
   if "image" not in batch:
     return batch
   images = batch["image"]
   get = augment_config.get
   labels = batch.get("label")
-  maps = labels is not None and labels.ndim >= 2 and labels.ndim == images.ndim - 1
+  boxes = batch.get("boxes")
+  maps = (boxes is None and labels is not None and labels.ndim >= 2
+          and labels.ndim == images.ndim - 1)
+  if boxes is not None:
+    moving = [name for name, on in (("crop_scale", _crop_scale(augment_config) is not None),
+                                    ("rotate", get("rotate", 0) > 0),
+                                    ("translate", get("translate", 0) > 0)) if on]
+    if moving:
+      raise CnnjaxError(f"augment.{', augment.'.join(moving)} would move a detection "
+                        "task's objects away from their boxes; use flip")
   if maps:
     resampling = [name for name, on in (("crop_scale", _crop_scale(augment_config) is not None),
                                         ("rotate", get("rotate", 0) > 0)) if on]
@@ -495,6 +507,12 @@ def augment_batch(batch: dict, key: jax.Array, augment_config) -> dict:
                               mode=get("translate_mode", "edge"))
   if get("flip", False):
     images = random_flip(images, k_flip)
+    if boxes is not None:  # random_flip's draw, applied to the boxes
+      flipped = jax.random.bernoulli(k_flip, 0.5, (images.shape[0],))[:, None, None]
+      width = images.shape[-2]
+      mirrored = jnp.stack([width - boxes[..., 2], boxes[..., 1],
+                            width - boxes[..., 0], boxes[..., 3]], axis=-1)
+      boxes = jnp.where(flipped, mirrored, boxes)
   if maps:
     labels = jnp.round(images[..., channels]).astype(labels.dtype)
     images = images[..., :channels]
@@ -502,6 +520,8 @@ def augment_batch(batch: dict, key: jax.Array, augment_config) -> dict:
     images = color_jitter(images, k_color, **jitter)
   if maps:
     return dict(batch, image=images, label=labels)
+  if boxes is not None:
+    return dict(batch, image=images, boxes=boxes)
   return dict(batch, image=images)
 
 

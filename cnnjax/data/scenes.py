@@ -163,19 +163,29 @@ SMOKE_SPLIT_SIZES = {"train": 256, "test": 64}
 DEFAULT_IMAGE_SIZE = 64
 
 
-def load_segmentation(kind: str, dataset_config, *, smoke: bool = False) -> ArrayDataset:
-  """The `kind` scenes as a segmentation set: uint8 images and class maps
-  (0 background, 1.. the objects' classes); train and test from different
-  seeds (config.dataset.split_seed and split_seed + 1), image_size from the
-  config (default 64)."""
+def _load(kind: str, task: str, dataset_config, smoke: bool) -> ArrayDataset:
   size = int(dataset_config.get("image_size") or DEFAULT_IMAGE_SIZE)
   seed = int(dataset_config.get("split_seed", 0))
   counts = SMOKE_SPLIT_SIZES if smoke else SPLIT_SIZES
   splits = {}
   for offset, (split, count) in enumerate(counts.items()):
     s = make_scenes(kind, count, image_size=size, seed=2 * seed + offset)
-    splits[split] = {"image": s["image"], "label": s["mask"]}
+    splits[split] = ({"image": s["image"], "label": s["mask"]} if task == "segmentation" else
+                     {"image": s["image"], "label": s["classes"], "boxes": s["boxes"]})
   names = ("background",) + class_names(kind)
-  return ArrayDataset(name=f"{kind}_segmentation", splits=splits, num_classes=len(names),
-                      task="segmentation",
+  return ArrayDataset(name=f"{kind}_{task}", splits=splits, num_classes=len(names), task=task,
                       metadata={"class_names": names, "source": f"cnnjax.data.scenes ({kind})"})
+
+
+def load_segmentation(kind: str, dataset_config, *, smoke: bool = False) -> ArrayDataset:
+  """The `kind` scenes as a segmentation set: uint8 images and class maps
+  (0 background, 1.. the objects' classes); train and test from different
+  seeds (config.dataset.split_seed and split_seed + 1), image_size from the
+  config (default 64)."""
+  return _load(kind, "segmentation", dataset_config, smoke)
+
+
+def load_detection(kind: str, dataset_config, *, smoke: bool = False) -> ArrayDataset:
+  """The same scenes as a detection set: per image up to 4 objects' classes
+  ('label', 0 = no object) and 'boxes'."""
+  return _load(kind, "detection", dataset_config, smoke)

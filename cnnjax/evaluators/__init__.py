@@ -11,7 +11,8 @@
 Registered (`EVALUATORS.names()`): 'accuracy' (loss, accuracy,
 top5_accuracy), 'auc', 'medmnist' (auc, acc), 'multilabel' (exact_match,
 f1_micro, f1_macro), 'confusion_matrix' (balanced_accuracy, and the matrix
-as an artifact) and 'segmentation' (loss, pixel_accuracy, mean_iou). A new
+as an artifact), 'segmentation' (loss, pixel_accuracy, mean_iou) and
+'detection' (COCO map, map_50, map_75; pycocotools). A new
 one subclasses `Evaluator` and registers with
 `@EVALUATORS.register(name)`.
 """
@@ -24,7 +25,7 @@ from cnnjax.evaluators import classification  # noqa: F401
 from cnnjax.evaluators.medmnist import official_metrics, scores_from_logits
 from cnnjax.evaluators.confusion import (confusion_matrix_figure,
                                          confusion_matrix_json)
-from cnnjax.evaluators import segmentation  # noqa: F401, E402
+from cnnjax.evaluators import segmentation, detection  # noqa: F401, E402
 
 __all__ = [
     "EVALUATORS", "EvalContext", "EvalInputs", "EvalResult", "Evaluator",

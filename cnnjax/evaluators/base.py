@@ -101,8 +101,8 @@ def default_evaluators(task: str, metadata: Mapping | None = None) -> tuple[str,
   """The dataset's own: accuracy, plus the AUC for binary and multi-label
   tasks and for data whose metadata names the MedMNIST evaluator."""
   metadata = metadata or {}
-  if task == "segmentation":
-    return ("segmentation",)
+  if task in ("segmentation", "detection"):
+    return (task,)
   if task in ("binary", "multilabel") or metadata.get("evaluator") == "medmnist":
     return ("accuracy", "auc")
   return ("accuracy",)
@@ -153,7 +153,7 @@ def resolve(names: Sequence[str] | str, *, task: str,
 
 def batch_outputs(names: Sequence[str], inputs: EvalInputs) -> dict[str, jax.Array]:
   """Every evaluator's per-example outputs, keyed '<evaluator>/<key>'."""
-  batch = inputs.logits.shape[0]
+  batch = jax.tree.leaves(inputs.labels)[0].shape[0]
   outputs = {}
   for name in names:
     evaluator = EVALUATORS.get(name)

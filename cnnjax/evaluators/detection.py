@@ -21,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import io
 
+import jax
 import numpy as np
 
 from cnnjax.errors import CnnjaxError
+from cnnjax.evaluators.base import EVALUATORS, EvalContext, EvalInputs, EvalResult, Evaluator
 
 
 def _cocoeval():
@@ -87,3 +89,29 @@ def coco_map(detections, targets) -> dict:
   stats = evaluation.stats
   return {"map": float(stats[0]), "map_50": float(stats[1]), "map_75": float(stats[2]),
           "ap_per_class": per_class}
+
+
+@EVALUATORS.register("detection")
+class Detection(Evaluator):
+  """COCO's mAP@[.5:.95], mAP@0.5 and mAP@0.75 over the split's images
+  (`coco_map`); AP per class as an artifact. The 'logits' are a detector's
+  outputs (boxes, scores, classes, valid) and the 'labels' its padded
+  targets (boxes, classes, box_mask)."""
+  description = "COCO mAP@[.5:.95], mAP@0.5, mAP@0.75 (detection; pycocotools)"
+  metric_names = ("map", "map_50", "map_75")
+  tasks = ("detection",)
+
+  def outputs(self, inputs: EvalInputs) -> dict[str, jax.Array]:
+    det, gt = inputs.logits, inputs.labels
+    return {"boxes": det["boxes"], "scores": det["scores"], "classes": det["classes"],
+            "valid": det["valid"], "gt_boxes": gt["boxes"], "gt_classes": gt["classes"],
+            "gt_mask": gt["box_mask"]}
+
+  def compute(self, outputs: dict[str, np.ndarray], context: EvalContext) -> EvalResult:
+    result = coco_map({k: outputs[k] for k in ("boxes", "scores", "classes", "valid")},
+                      {"boxes": outputs["gt_boxes"], "classes": outputs["gt_classes"],
+                       "box_mask": outputs["gt_mask"]})
+    names = context.class_names
+    per_class = {(names[c] if c < len(names) else str(c)): v
+                 for c, v in result.pop("ap_per_class").items()}
+    return EvalResult(metrics=result, artifacts={"ap_per_class": per_class})

@@ -231,8 +231,14 @@ class MetricLog:
       self._tb = None
 
 
+# The right panel's metrics: classification's accuracy, segmentation's and
+# detection's scores.
+SCORES = ("accuracy", "pixel_accuracy", "mean_iou", "map_50", "map")
+
+
 def plot_curves(events: list[dict], path: str, title: str = "") -> str | None:
-  """Loss and accuracy against steps, train and every eval split, as a PNG."""
+  """Loss and the scores (accuracy, or mean IoU, or mAP) against steps, train
+  and every eval split, as a PNG."""
   if not events:
     return None
   import matplotlib
@@ -247,14 +253,18 @@ def plot_curves(events: list[dict], path: str, title: str = "") -> str | None:
         xs.append(e["step"])
         ys.append(v)
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-  for ax, metric in zip(axes, ("loss", "accuracy")):
+  scores = {key.split("/", 1)[1] for key in series} & set(SCORES)
+  for ax, metrics in zip(axes, (("loss",), tuple(m for m in SCORES if m in scores))):
     for key, (xs, ys) in sorted(series.items()):
-      if key.split("/", 1)[1] == metric:
-        ax.plot(xs, ys, label=key.split("/")[0], marker="." if len(xs) < 30 else None)
+      split, metric = key.split("/", 1)
+      if metric in metrics:
+        label = split if metrics == ("loss",) or metric == "accuracy" else key
+        ax.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None)
     ax.set_xlabel("step")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(metrics[0] if len(metrics) == 1 else "score")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend()
   axes[0].set_yscale("log")
   fig.suptitle(title)
   fig.tight_layout()

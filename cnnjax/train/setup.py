@@ -70,6 +70,24 @@ def _check_task(config, dataset) -> None:
       pipeline.model_input_dtype(dataset), np.floating):
     raise CnnjaxError(f"mixup and cutmix mix images; dataset '{dataset.name}' "
                       "has token inputs")
+  if dataset.task in ("segmentation", "detection"):
+    if config.mix.mixup_alpha or config.mix.cutmix_alpha:
+      raise CnnjaxError(f"mixup and cutmix mix one label per image; dataset "
+                        f"'{dataset.name}' is a {dataset.task} task; turn them off")
+    if dataset.task == "segmentation" and config.loss.name != "softmax_cross_entropy":
+      raise CnnjaxError(f"a segmentation task trains with loss.name="
+                        f"softmax_cross_entropy (per pixel), not '{config.loss.name}'")
+    if dataset.task == "detection" and not callable(
+        getattr(model_class(config), "losses", None)):
+      raise CnnjaxError(f"dataset '{dataset.name}' is a detection task; model "
+                        f"'{config.model.name}' is not a detector (e.g. faster_rcnn)")
+
+
+def model_class(config):
+  """The registered class (or factory) of config.model.name."""
+  from cnnjax.models.registry import MODELS
+  factory = MODELS.get(config.model.name).factory
+  return getattr(factory, "func", factory)
 
 
 def _check_classes(config, dataset) -> None:
@@ -183,10 +201,11 @@ def evaluation_parts(config, dataset, apply_fn, parallel: DataParallel
   of a config on its data: what training and `cnnjax eval` evaluate with."""
   names = evaluators_lib.resolve(tuple(config.get("evaluators", ())),
                                  task=dataset.task, metadata=dataset.metadata)
-  if dataset.task == "segmentation" and pipeline.test_time_views(config.augment):
-    raise CnnjaxError("augment.tta_flip and augment.tta_shift average class scores "
-                      "over moved copies of an image, which a segmentation task's "
-                      "per-pixel scores cannot be; turn them off")
+  if (dataset.task in ("segmentation", "detection")
+      and pipeline.test_time_views(config.augment)):
+    raise CnnjaxError(f"augment.tta_flip and augment.tta_shift average class scores "
+                      f"over moved copies of an image, which a {dataset.task} task's "
+                      "outputs cannot be; turn them off")
   stats = pipeline.channel_stats(dataset, config.dataset)
   host_crops = isinstance(dataset, StreamDataset) and dataset.host_crops
   train_prep, eval_prep = pipeline.make_preprocess(config.augment, stats,
@@ -195,7 +214,7 @@ def evaluation_parts(config, dataset, apply_fn, parallel: DataParallel
       apply_fn, losses.get_loss(config.loss), preprocess=eval_prep,
       views=pipeline.test_time_views(config.augment),
       multilabel=dataset.task == "multilabel", evaluators=names,
-      input_key=dataset.input_key, batch_sharding=parallel.batch)
+      input_key=dataset.input_key, batch_sharding=parallel.batch, task=dataset.task)
   return (train_prep, eval_prep), eval_batch, names
 
 
@@ -237,7 +256,7 @@ def build(config: ml_collections.ConfigDict, *, dataset=None) -> Setup:
       per_device_mesh=(parallel.mesh
                        if config.parallel.batch_norm == "per_device" else None),
       frozen_batch_stats=optim.frozen_batch_stats(config, variables),
-      input_key=dataset.input_key)
+      input_key=dataset.input_key, task=dataset.task)
   return Setup(config=config, dataset=dataset, resident=resident,
                durations=durations, state=state, train_step=train_step,
                eval_batch=eval_batch, preprocess=preprocess, evaluators=names,

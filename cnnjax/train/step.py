@@ -63,7 +63,7 @@ def make_train_step(loss_fn: Callable, learning_rate: Callable, *,
                     mix: Mapping[str, float] | None = None,
                     ema_decay: float = 0.0, ema_warmup: bool = True,
                     per_device_mesh=None, frozen_batch_stats=None,
-                    input_key: str = "image"):
+                    input_key: str = "image", task: str = "multiclass"):
   """Returns `train_step(state, batch, rng) -> (state, metrics)`.
 
   The model's input is `batch[input_key]` ('image' for any dense input,
@@ -88,11 +88,40 @@ def make_train_step(loss_fn: Callable, learning_rate: Callable, *,
   XLA's partitioner makes the statistics global. `frozen_batch_stats` (a
   tree of bools like the state's batch_stats) marks running statistics that
   keep their values (the frozen layers of a fixed feature extractor).
+
+  With `task='detection'` the model computes its own losses from the batch's
+  targets (`model.losses(images, targets)`, models/detection.py; `loss_fn`
+  is not used): the objective is their sum, and the metrics are each loss
+  (the detector's sampling draws from the 'sampling' rng stream).
   """
   mixing = bool(mix) and (mix["mixup_alpha"] > 0 or mix["cutmix_alpha"] > 0)
 
+  def detection_gradients(state: TrainState, batch, rng):
+    inputs = batch[input_key]
+    targets = detection_targets(batch)
+
+    def objective(params):
+      variables = dict(state.variables, params=params)
+      out, new_vars = state.apply_fn(
+          variables, inputs, targets, train=True, method="losses",
+          rngs={"dropout": rng, "sampling": jax.random.fold_in(rng, 1)},
+          mutable=["batch_stats"])
+      total = out["loss"]
+      if l1:
+        total = total + l1 * l1_norm(params)
+      scaled = total if state.loss_scale is None else state.loss_scale.scale_loss(total)
+      return scaled, (out, new_vars.get("batch_stats", {}))
+
+    grads, (out, batch_stats) = jax.grad(objective, has_aux=True)(state.params)
+    if state.loss_scale is not None:
+      grads = state.loss_scale.unscale(grads)
+    count = jnp.asarray(inputs.shape[0], jnp.float32)
+    return grads, batch_stats, {"count": count, **{k: v * count for k, v in out.items()}}
+
   def gradients(state: TrainState, batch, rng):
     """(grads, new batch_stats, metric sums) of one (micro-)batch."""
+    if task == "detection":
+      return detection_gradients(state, batch, rng)
     inputs, labels = batch[input_key], batch["label"]
     if mixing:
       inputs, partner, lam = mix_batch(
@@ -206,12 +235,17 @@ def make_train_step(loss_fn: Callable, learning_rate: Callable, *,
   return train_step
 
 
+def detection_targets(batch) -> dict:
+  """A detection batch's padded targets as the detector takes them."""
+  return {"boxes": batch["boxes"], "classes": batch["label"], "box_mask": batch["label"] > 0}
+
+
 def make_eval_batch(apply_fn: Callable, loss_fn: Callable, *,
                     preprocess: Callable | None = None,
                     views: Callable | None = None, multilabel: bool = False,
                     evaluators: Sequence[str] = ("accuracy",),
                     input_key: str = "image", batch_sharding=None,
-                    keep_logits: bool = False):
+                    keep_logits: bool = False, task: str = "multiclass"):
   """Returns `eval_batch(variables, batch) -> per-example outputs`.
 
   The batch is preprocessed as in evaluation (`preprocess`: uint8 -> float,
@@ -227,6 +261,13 @@ def make_eval_batch(apply_fn: Callable, loss_fn: Callable, *,
     if preprocess is not None:
       batch = preprocess(batch)
     inputs, labels = batch[input_key], batch["label"]
+    mask = batch.get("mask", jnp.ones(labels.shape[0], jnp.float32))
+    if task == "detection":  # the detector's boxes against the targets
+      outputs = evaluators_lib.batch_outputs(evaluators, evaluators_lib.EvalInputs(
+          logits=apply_fn(variables, inputs, train=False), labels=detection_targets(batch),
+          loss=jnp.zeros(labels.shape[0]), multilabel=False))
+      outputs["mask"] = mask
+      return outputs
 
     def apply(x):
       return apply_fn(variables, x, train=False)

@@ -75,7 +75,10 @@ SLOW = ("cifar10/resnet32", "cifar10/resnet44", "cifar10/resnet56", "cifar10/res
         "cifar10/airbench94",
         # ResNet-18 encoders with decoders (25 s); the heads, loss, evaluator
         # and class-map augmentation are tested in tests/models/test_segmentation.py.
-        "segmentation/")
+        "segmentation/",
+        # ResNet-18 detectors (the driver trains a small one by default in
+        # tests/train/test_detection_training.py).
+        "detection/")
 
 # The default suite runs these experiments' data, recipe and model family
 # with a narrow model (the full-size smoke runs are under -m slow).
