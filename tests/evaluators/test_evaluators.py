@@ -58,11 +58,12 @@ def _softmax(logits):
 def test_the_registered_evaluators_and_their_metrics():
   assert EVALUATORS.kind == "evaluator"
   assert set(EVALUATORS.names()) == {"accuracy", "auc", "medmnist", "multilabel",
-                                     "confusion_matrix", "segmentation"}
+                                     "confusion_matrix", "segmentation", "detection"}
   declared = {name: EVALUATORS.get(name).metric_names for name in EVALUATORS}
   assert declared["accuracy"] == ("loss", "accuracy", "top5_accuracy")
   assert declared["medmnist"] == ("auc", "acc")
   assert declared["segmentation"] == ("loss", "pixel_accuracy", "mean_iou")
+  assert declared["detection"] == ("map", "map_50", "map_75")
   for name, evaluator in EVALUATORS.items():
     assert isinstance(evaluator, Evaluator) and evaluator.name == name
     assert evaluator.description and set(evaluator.tasks) <= set(TASKS)
@@ -271,6 +272,7 @@ def test_confusion_matrix_json_and_figure(tmp_path):
 
 def test_default_evaluators_follow_the_old_rule():
   assert default_evaluators("segmentation", {}) == ("segmentation",)
+  assert default_evaluators("detection", {}) == ("detection",)
   for task in CLASSIFICATION_TASKS:
     for metadata in ({}, {"evaluator": "medmnist"}, {"evaluator": "other"}):
       # The loop's former `wants_scores`: the AUC for binary and multi-label
