@@ -8,7 +8,8 @@ one method (see `method_names()`) and writes its PNG figures and .npz arrays;
 The methods, by module: `inspection` (filters, activations, patches),
 `neighbours`, `embedding`, `attribution` (gradient maps, Grad-CAM, occlusion,
 integrated gradients), `sanity` (the sanity check of attribution maps),
-`synthesis` (class models, neurons, DeepDream) and `style` (style transfer);
+`synthesis` (class models, neurons, DeepDream), `style` (style transfer) and
+`predictions` (a detector's boxes, a segmenter's class maps, beside the truth);
 `scan` holds what the inspection methods share, `registry` the names.
 """
 
@@ -41,3 +42,4 @@ from cnnjax.viz import inspection, neighbours, embedding  # noqa: E402,F401
 from cnnjax.viz import attribution, sanity  # noqa: E402,F401
 from cnnjax.viz import synthesis, style  # noqa: E402,F401
 from cnnjax.viz import handcrafted  # noqa: E402,F401
+from cnnjax.viz import predictions  # noqa: E402,F401
