@@ -8,6 +8,7 @@
   mr, text_file     sentence classification (Kim 2014), k-fold splits
   shapes_segmentation, digits_segmentation, shapes_detection, digits_detection
                     procedural scenes (data/scenes.py): class maps, or boxes
+  tones             synthetic sounds as log-mel features (data/tones.py)
   anything else     a TFDS dataset by name (mnist, cifar10, imagenette, ...)
 
 Data that fits `config.dataset.max_device_mb` is an `ArrayDataset` held on the
@@ -31,7 +32,7 @@ from cnnjax.registry import Registry
 SMOKE_DATA = ("auto", "synthetic", "real")
 # Sources that generate or bundle their data: always present, no stand-in.
 ALWAYS_PRESENT = ("mnist1d", "digits", "shapes_segmentation", "digits_segmentation",
-                  "shapes_detection", "digits_detection")
+                  "shapes_detection", "digits_detection", "tones")
 
 
 def _register_sources() -> None:
@@ -42,11 +43,12 @@ def _register_sources() -> None:
   from cnnjax.data.mnist1d import load_mnist1d
   from cnnjax.data.scenes import load_detection, load_segmentation
   from cnnjax.data.text import load_mr, load_text_file
+  from cnnjax.data.tones import load_tones
 
   for name, loader in (("mnist1d", load_mnist1d), ("digits", load_digits),
                        ("image_folder", load_image_folder),
                        ("medmnist", load_medmnist), ("mr", load_mr),
-                       ("text_file", load_text_file)):
+                       ("text_file", load_text_file), ("tones", load_tones)):
     SOURCES.add(name, loader)
   for kind in ("shapes", "digits"):
     SOURCES.add(f"{kind}_segmentation", functools.partial(load_segmentation, kind))

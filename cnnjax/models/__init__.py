@@ -15,7 +15,7 @@ from cnnjax.models.registry import (MODELS, ModelSpec,  # noqa: F401
                                     model_input_shape, register_model)
 # The families, so that their registrations run.
 from cnnjax.models import (airbench, alexnet, allconv, conv1d, densenet,  # noqa: F401, E402
-                           ecg, googlenet, lenet, mlp, octresnet,
+                           ecg, freq_cnn, googlenet, lenet, mlp, octresnet,
                            recurrent, resnet, rf_cnn, sharing, text_cnn,
                            toy, vgg)
 # Heads on the families' backbones, registered after them.

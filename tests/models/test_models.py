@@ -24,6 +24,8 @@ PARAMS = {
     # (11,176,512 parameters), Faster R-CNN up to its stride-8 stage.
     "airbench94": 1_971_640, "fcn": 11_184_716, "unet": 16_481_092,
     "faster_rcnn": 2_513_281,
+    # 8 bands x 51 frames x 64 filters + 64, then 11 x 64 -> 256 -> 6.
+    "freq_cnn": 208_198,
     # PyTorch's GRU (the paper's 5,134) has two more bias vectors per direction.
     "mnist1d_gru": 5_110,
     # 156 + 2,416 + 48,120 + 10,164 + 850 (C3 fully connected).

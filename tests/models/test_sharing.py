@@ -135,3 +135,23 @@ def test_an_unknown_connectivity_is_one_sentence():
   model = create_model("sharing_mnist1d", kernel_sizes=(5, 3))
   with pytest.raises(CnnjaxError, match="one entry per layer"):
     jax.eval_shape(model.init, KEY, jnp.zeros((1, 40, 1)))
+
+
+def test_limited_frequency_sharing_with_equal_sections_is_the_full_convolution():
+  """Abdel-Hamid et al.'s limited weight sharing, every section given the
+  full convolution's filters, computes what full sharing does."""
+  x = jax.random.normal(jax.random.key(0), (3, 40, 51))
+  full = create_model("freq_cnn", weight_sharing="full")
+  limited = create_model("freq_cnn", weight_sharing="limited")
+  vf = full.init(jax.random.key(1), x)
+  vl = limited.init(jax.random.key(1), x)
+  sections = vl["params"]["conv"]["kernel"].shape[0]
+  kernel = vf["params"]["conv"]["kernel"].reshape(-1, 64)  # (8 bands x 51 frames, 64)
+  conv = {"kernel": jnp.broadcast_to(kernel, (sections, *kernel.shape)),
+          "bias": jnp.broadcast_to(vf["params"]["conv"]["bias"], (sections, 64))}
+  vl = {"params": dict(vf["params"], conv=conv)}
+  np.testing.assert_allclose(limited.apply(vl, x), full.apply(vf, x), rtol=1e-5, atol=1e-5)
+  # Sections with filters of their own: no longer the same network.
+  conv = dict(conv, kernel=conv["kernel"] * (1 + jnp.arange(sections))[:, None, None])
+  assert not np.allclose(limited.apply({"params": dict(vf["params"], conv=conv)}, x),
+                         full.apply(vf, x), atol=1e-3)
