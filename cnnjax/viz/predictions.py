@@ -16,15 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax.errors import CnnjaxError
 from cnnjax.viz import figures, scan
 from cnnjax.viz.registry import Options, Output, register
-
-
-def _require(trained, task: str, method: str) -> None:
-  if trained.dataset.task != task:
-    raise CnnjaxError(f"{method} draws a {task} model's outputs; this run's data is a "
-                      f"{trained.dataset.task} task")
 
 
 def _colours(count: int) -> np.ndarray:
@@ -48,9 +41,8 @@ def _draw_boxes(ax, boxes, labels, names, colours, scores=None):
             bbox=dict(facecolor=colour, alpha=0.7, pad=0.5, linewidth=0))
 
 
-@register("detections", "a detector's boxes beside the ground truth's")
+@register("detections", "a detector's boxes beside the ground truth's", tasks=("detection",))
 def detections(trained, options: Options) -> Output:
-  _require(trained, "detection", "detections")
   threshold = float(options.get("score", 0.3))
   examples = scan.query_examples(trained, options)
   split = scan.split_name(trained, options)
@@ -89,9 +81,9 @@ def detections(trained, options: Options) -> Output:
               f"{threshold:g}) on {n} {split} images.")
 
 
-@register("masks", "a segmenter's class maps beside the ground truth's")
+@register("masks", "a segmenter's class maps beside the ground truth's",
+          tasks=("segmentation",))
 def masks(trained, options: Options) -> Output:
-  _require(trained, "segmentation", "masks")
   examples = scan.query_examples(trained, options)
   logits = jax.device_get(jax.jit(lambda v, x: trained.model.apply(v, x, train=False))(
       trained.variables, jnp.asarray(examples.inputs)))

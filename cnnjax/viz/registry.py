@@ -101,22 +101,30 @@ class Output:
   caption: str = ""  # one or two sentences for the gallery
 
 
+# The tasks of the classification methods (the default): segmentation and
+# detection models output maps and boxes, which only their own methods read.
+CLASSIFICATION = ("multiclass", "binary", "multilabel", "ordinal")
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
   name: str
   fn: Callable[..., Output]
   summary: str  # one line for --help and the gallery
+  tasks: tuple[str, ...] = CLASSIFICATION  # the data's tasks it draws
 
 
 METHODS: Registry[Method] = Registry(
     "visualization method",
-    make_entry=lambda name, fn, summary: Method(name, fn, summary),
+    make_entry=lambda name, fn, summary, tasks=CLASSIFICATION: Method(name, fn, summary,
+                                                                      tuple(tasks)),
     listing="`cnnjax visualize --help`")
 
 
-def register(name: str, summary: str):
-  """Decorator: registers `fn(trained, options) -> Output` as method `name`."""
-  return METHODS.register(name, summary=summary)
+def register(name: str, summary: str, tasks: tuple[str, ...] = CLASSIFICATION):
+  """Decorator: registers `fn(trained, options) -> Output` as method `name`,
+  for runs whose data is one of `tasks`."""
+  return METHODS.register(name, summary=summary, tasks=tasks)
 
 
 def method_names() -> list[str]:
@@ -140,6 +148,10 @@ def run_method(name: str, trained, options: Options, out_dir: str, *,
   """
   plt = figures.pyplot()
   method = get_method(name)
+  task = getattr(getattr(trained, "dataset", None), "task", None)
+  if task is not None and task not in method.tasks:
+    raise CnnjaxError(f"{name} draws models of {', '.join(method.tasks)} data; this run's "
+                      f"data is a {task} task")
   if strict:
     options.forget_reads()
   output = method.fn(trained, options)

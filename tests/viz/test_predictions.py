@@ -47,5 +47,8 @@ def test_predictions_are_drawn_beside_the_truth(task, method, stems, tmp_path):
   arrays = np.load(tmp_path / f"{method}.npz")
   assert list(arrays["indices"]) == [0, 1, 2]
   other = "detections" if method == "masks" else "masks"
-  with pytest.raises(CnnjaxError, match=f"draws a .* model's outputs; this run's data is a {task}"):
+  with pytest.raises(CnnjaxError, match=f"draws models of .* data; this run's data is a {task}"):
     run_method(other, trained, Options(), str(tmp_path / "other"))
+  # Classification's methods too: saliency of a map or of boxes means nothing.
+  with pytest.raises(CnnjaxError, match=f"this run's data is a {task} task"):
+    run_method("saliency", trained, Options(), str(tmp_path / "other"))

@@ -16,7 +16,8 @@ from viz_fixtures import tiny_run, train_tiny_workdir
 ALL_METHODS = ["filters", "activations", "neighbors", "embedding", "patches",
                "saliency", "smoothgrad", "guided-backprop", "deconvnet", "gradcam",
                "occlusion", "integrated-gradients", "class-model", "neuron",
-               "deepdream", "style-transfer", "sanity-check", "handcrafted", "kernels"]
+               "deepdream", "style-transfer", "sanity-check", "handcrafted", "kernels",
+               "detections", "masks"]
 
 
 @pytest.fixture(scope="module")
