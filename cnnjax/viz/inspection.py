@@ -22,7 +22,7 @@ import numpy as np
 
 from cnnjax.errors import CnnjaxError
 from cnnjax.viz import figures, scan
-from cnnjax.viz.registry import Options, Output, register
+from cnnjax.viz.registry import ANY_TASK, Options, Output, register
 
 _MAX_TILES = 16  # Channels (and filter rows / columns) shown per layer.
 
@@ -107,7 +107,7 @@ def kernel_tiles(kernel: np.ndarray) -> tuple[np.ndarray, str]:
 
 
 @register("filters", "first-layer (or any conv layer's) kernels as images, "
-          "0 = mid-grey")
+          "0 = mid-grey", tasks=ANY_TASK)
 def filters(trained, options: Options) -> Output:
   convs = conv_layers(trained)
   layer = options.layer or (convs[0] if convs else "")

@@ -104,6 +104,7 @@ class Output:
 # The tasks of the classification methods (the default): segmentation and
 # detection models output maps and boxes, which only their own methods read.
 CLASSIFICATION = ("multiclass", "binary", "multilabel", "ordinal")
+ANY_TASK = CLASSIFICATION + ("segmentation", "detection")
 
 
 @dataclasses.dataclass(frozen=True)
