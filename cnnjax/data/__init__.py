@@ -9,6 +9,7 @@
   shapes_segmentation, digits_segmentation, shapes_detection, digits_detection
                     procedural scenes (data/scenes.py): class maps, or boxes
   tones             synthetic sounds as log-mel features (data/tones.py)
+  voc, coco         TFDS's detection sets, resized, boxes padded (data/tfds_detection.py)
   anything else     a TFDS dataset by name (mnist, cifar10, imagenette, ...)
 
 Data that fits `config.dataset.max_device_mb` is an `ArrayDataset` held on the
@@ -43,6 +44,7 @@ def _register_sources() -> None:
   from cnnjax.data.mnist1d import load_mnist1d
   from cnnjax.data.scenes import load_detection, load_segmentation
   from cnnjax.data.text import load_mr, load_text_file
+  from cnnjax.data.tfds_detection import load_tfds_detection
   from cnnjax.data.tones import load_tones
 
   for name, loader in (("mnist1d", load_mnist1d), ("digits", load_digits),
@@ -53,6 +55,8 @@ def _register_sources() -> None:
   for kind in ("shapes", "digits"):
     SOURCES.add(f"{kind}_segmentation", functools.partial(load_segmentation, kind))
     SOURCES.add(f"{kind}_detection", functools.partial(load_detection, kind))
+  for name in ("voc", "coco"):  # TFDS's detection sets, as detection data
+    SOURCES.add(name, functools.partial(load_tfds_detection, name))
 
 
 # cnnjax's own sources: name -> loader(dataset_config, *, smoke) -> dataset.

@@ -52,7 +52,7 @@ def _split_name(spec: str) -> str:
   return "".join(c if c.isalnum() else "_" for c in spec.replace("%", "pc")).strip("_")
 
 
-def _builder(name: str, data_dir: str, download: bool, own_sources=()):
+def tfds_builder(name: str, data_dir: str, download: bool, own_sources=()):
   tfds = import_tfds()
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
@@ -104,7 +104,7 @@ def load_tfds(dataset_config, *, smoke: bool = False, own_sources=()):
   tfds = import_tfds()
   name = dataset_config.name
   data_dir = os.path.expanduser(dataset_config.get("data_dir", "") or "")
-  builder = _builder(name, data_dir, bool(dataset_config.get("download", False)),
+  builder = tfds_builder(name, data_dir, bool(dataset_config.get("download", False)),
                      own_sources)
   image_key, label_key = _keys(builder)
   feature = builder.info.features[image_key]
