@@ -30,7 +30,7 @@ SPLIT_SIZES = {"train": 3000, "test": 1000}
 SMOKE_SPLIT_SIZES = {"train": 256, "test": 64}
 
 
-def _sound(kind: int, t: np.ndarray, f0: float, rng) -> np.ndarray:
+def _sound(kind: int, t: np.ndarray, f0: float) -> np.ndarray:
   """The kind's waveform over times t (seconds from its onset)."""
   length = t[-1] + 1e-9
   u = t / length  # 0 -> 1 over the sound
@@ -63,7 +63,7 @@ def make_waveforms(num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     f0 = float(np.exp(rng.uniform(np.log(300), np.log(2400))))
     t = np.arange(length) / SAMPLE_RATE
     envelope = np.minimum(1, np.minimum(t, t[-1] - t) / 0.01)  # 10 ms fades
-    sound = _sound(int(kinds[n]), t, f0, rng) * envelope * rng.uniform(0.3, 1.0)
+    sound = _sound(int(kinds[n]), t, f0) * envelope * rng.uniform(0.3, 1.0)
     waves[n, onset:onset + length] = sound
     waves[n] += rng.uniform(0.02, 0.2) * rng.standard_normal(total)
   return waves, kinds

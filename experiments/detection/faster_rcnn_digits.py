@@ -16,30 +16,11 @@ COCO's mAP (pycocotools: the `detection` extra).
 No published figure: the data is this project's.
 """
 
-from cnnjax.config import base_config
+from cnnjax.config import config_from
 
 
 def get_config():
-  config = base_config()
-  config.model.name = "faster_rcnn"
-  config.model.backbone = "resnet18"
+  config = config_from(__file__, "faster_rcnn_shapes.py")
   config.dataset.name = "digits_detection"
-  config.dataset.image_size = 64
-  config.batch_size = 16
-  config.eval_batch_size = 100
-  config.num_epochs = 20
-  config.optimizer.name = "momentum"
-  config.optimizer.learning_rate = 0.02
-  config.optimizer.momentum = 0.9
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.clip_norm = 10.0
-  config.schedule.name = "cosine"
-  config.schedule.warmup_epochs = 1
-  config.augment.flip = True
-  config.log_every = 100
-  config.eval_every = 2500
-  config.checkpoint_every = 1000
-  config.best_metric = "test/map_50"
-  config.reference.metric = "test/map_50"
   config.reference.source = "no published figure: procedural scenes (cnnjax.data.scenes)"
   return config

@@ -14,30 +14,11 @@ No published figure: the data is this project's. The comparison that
 matters is U-Net against FCN-8s on the same data (segmentation/fcn8s_shapes).
 """
 
-from cnnjax.config import base_config
+from cnnjax.config import config_from
 
 
 def get_config():
-  config = base_config()
+  config = config_from(__file__, "fcn8s_shapes.py")
   config.model.name = "unet"
-  config.model.backbone = "resnet18"
-  config.dataset.name = "shapes_segmentation"
-  config.dataset.image_size = 64
-  config.batch_size = 32
-  config.eval_batch_size = 100
-  config.num_epochs = 30
-  config.optimizer.name = "adam"
-  config.optimizer.learning_rate = 1e-3
-  config.optimizer.weight_decay = 1e-5
-  config.schedule.name = "cosine"
-  config.schedule.warmup_epochs = 1
-  config.augment.flip = True
-  config.augment.translate = 4
-  config.augment.translate_mode = "constant"
-  config.log_every = 100
-  config.eval_every = 1000
-  config.checkpoint_every = 1000
-  config.best_metric = "test/mean_iou"
-  config.reference.metric = "test/mean_iou"
-  config.reference.source = "no published figure: procedural scenes (cnnjax.data.scenes)"
+  del config.model["variant"]  # FCN's
   return config

@@ -17,26 +17,10 @@ limited sharing better on TIMIT phones, whose spectra differ between bands;
 here every kind of sound occurs at every pitch.
 """
 
-from cnnjax.config import base_config
-
-SHARING = "limited"
+from cnnjax.config import config_from
 
 
 def get_config():
-  config = base_config()
-  config.model.name = "freq_cnn"
-  config.model.weight_sharing = SHARING
-  config.dataset.name = "tones"
-  config.batch_size = 64
-  config.eval_batch_size = 500
-  config.num_epochs = 15
-  config.optimizer.name = "adam"
-  config.optimizer.learning_rate = 1e-3
-  config.schedule.name = "cosine"
-  config.log_every = 50
-  config.eval_every = 0
-  config.checkpoint_every = 500
-  config.reference.metric = "test/accuracy"
-  config.reference.source = "no published figure: synthetic tones (cnnjax.data.tones)"
-  config.reproduce.seeds = 3
+  config = config_from(__file__, "freq_cnn_full.py")
+  config.model.weight_sharing = "limited"
   return config

@@ -12,7 +12,7 @@ import optax
 import pytest
 from jax import lax
 
-from cnnjax.config import durations as durations_lib
+from cnnjax.config import durations as durations_lib, load_config
 from cnnjax.data.arrays import ArrayDataset
 from cnnjax.models import airbench, create_model
 from cnnjax.train import optim, setup
@@ -21,13 +21,8 @@ EXPERIMENT = "experiments/cifar10/airbench94.py"
 
 
 def _experiment_config() -> ml_collections.ConfigDict:
-  import importlib.util
   import pathlib
-  path = pathlib.Path(__file__).parents[2] / EXPERIMENT
-  spec = importlib.util.spec_from_file_location("airbench94_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return load_config(str(pathlib.Path(__file__).parents[2] / EXPERIMENT))
 
 
 def test_parameter_count_by_hand():

@@ -34,6 +34,9 @@ def test_heads_give_logits_at_the_input_size(name, fields, size):
       k.startswith("stage") or k.startswith("features") for k in variables["params"])
 
 
+# 11 and 15 s on 2 cores: in the slow tier (the heads' shapes, skips and
+# upsampling are checked by default above and below).
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["fcn", "unet"])
 def test_every_parameter_gets_a_gradient(name):
   model = create_model(name, num_classes=3)
