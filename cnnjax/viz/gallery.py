@@ -16,14 +16,19 @@ from cnnjax.viz.registry import Options, get_method, method_names, run_method
 def write_gallery(trained, out_dir: str, options: Options | None = None, *,
                   methods: Sequence[str] | None = None,
                   progress=None) -> dict[str, Any]:
-  """Runs `methods` (default: all) on `trained` (a `runs.TrainedModel`) into
+  """Runs `methods` (default: all that draw the run's task) on `trained` (a `runs.TrainedModel`) into
   `out_dir` and writes `out_dir/index.html` linking their figures. A method
   that fails with a user-facing error (e.g. one that needs ReLUs) is listed
   with its reason and the others go on. Returns {'page': path, 'sections': [...]}.
   """
   options = options or Options()
   say = progress or (lambda line: None)
-  names = list(methods) if methods else [m for m in method_names() if m != "gallery"]
+  if methods:
+    names = list(methods)
+  else:  # Every method that draws this run's kind of model.
+    task = getattr(getattr(trained, "dataset", None), "task", None)
+    names = [m for m in method_names()
+             if m != "gallery" and (task is None or task in get_method(m).tasks)]
   for name in names:
     get_method(name)  # Unknown names fail before any work.
   os.makedirs(out_dir, exist_ok=True)
