@@ -97,6 +97,7 @@ class RunClaim:
     self._stop = threading.Event()
     self._thread: threading.Thread | None = None
     self.held = False
+    self.created = False  # whether acquire() made the directory
 
   def record(self) -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid(),
@@ -130,6 +131,7 @@ class RunClaim:
 
   def acquire(self) -> "RunClaim":
     """Claims the directory, or raises RunClaimed naming the live holder."""
+    self.created = not os.path.isdir(self.workdir)
     files.ensure_directory(self.workdir)  # A file in the way: one sentence.
     try:
       with self._locked():
@@ -179,6 +181,19 @@ class RunClaim:
           os.remove(self.path)
     except OSError:
       pass  # The directory went away; there is nothing left to release.
+    self._remove_if_unused()
+
+  def _remove_if_unused(self) -> None:
+    """A directory this claim created and nothing was written to (a run
+    refused before its first file) goes again, so a mistake leaves no trace."""
+    if not self.created:
+      return
+    try:
+      if os.listdir(self.workdir) == [LOCK_FILE]:
+        os.remove(os.path.join(self.workdir, LOCK_FILE))
+        os.rmdir(self.workdir)
+    except OSError:
+      pass  # Someone else writes here now; leave it.
 
   def __enter__(self) -> "RunClaim":
     return self.acquire()

@@ -171,3 +171,28 @@ def test_eval_of_the_best_checkpoint_matches_its_logged_metrics(trained_run):
   assert again["step"] == best
   assert again["test/accuracy"] == pytest.approx(logged["test/accuracy"], abs=1e-6)
   assert again["test/loss"] == pytest.approx(logged["test/loss"], rel=1e-5)
+
+
+def test_a_claimed_directory_that_stays_empty_is_removed_again(tmp_path, capsys):
+  """A run refused before its first file (a config mistake) leaves no directory
+  behind; one that existed before, or that got a file, stays."""
+  fresh = str(tmp_path / "fresh")
+  with RunClaim(fresh, heartbeat_s=0):
+    assert os.path.isdir(fresh)
+  assert not os.path.exists(fresh)
+  existing = tmp_path / "existing"
+  existing.mkdir()
+  with RunClaim(str(existing), heartbeat_s=0):
+    pass
+  assert existing.is_dir()
+  used = str(tmp_path / "used")
+  with RunClaim(used, heartbeat_s=0):
+    open(os.path.join(used, "config.json"), "w").close()
+  assert "config.json" in os.listdir(used)
+  from cnnjax.cli import main
+  bad = str(tmp_path / "bad")
+  config = os.path.join(EXPERIMENTS, "detection", "faster_rcnn_shapes.py")
+  assert main(["train", "--config", config,
+               "--config.model.backbone=resnet81", "--workdir", bad]) == 2
+  assert "unknown model 'resnet81'" in capsys.readouterr().err
+  assert not os.path.exists(bad)
