@@ -239,6 +239,11 @@ def base_config() -> ml_collections.ConfigDict:
   # An optimizer.lr_multipliers rule that matches a loaded parameter wins.
   c.transfer.freeze = "none"
   c.transfer.backbone_lr_factor = 1.0
+  # Where the checkpoint's arrays go in this model: '' = the same paths; a
+  # submodule such as 'encoder' puts a classifier's arrays under the
+  # detector's or segmenter's backbone ('stem/conv/kernel' lands at
+  # 'encoder/stem/conv/kernel'; the classifier's head finds no place).
+  c.transfer.into = ""
 
   # The divergence guard, read at the log and checkpoint steps from per-step
   # values the train step returns anyway (no host sync of its own). A

@@ -137,8 +137,13 @@ def _validate_transfer(config: ml_collections.ConfigDict) -> None:
   if step not in ("latest", "best") and not step.isdigit():
     raise CnnjaxError("config.transfer.init_step must be 'latest', 'best' or a "
                       f"step number, got '{t.init_step}'")
-  if not t.init_from and (t.freeze != "none" or t.reinit or t.backbone_lr_factor != 1.0):
-    raise CnnjaxError("config.transfer.freeze, reinit and backbone_lr_factor "
+  into = t.get("into", "")
+  if not isinstance(into, str) or into.startswith("/") or into.endswith("/") or "//" in into:
+    raise CnnjaxError("config.transfer.into must be a submodule path such as 'encoder' "
+                      f"(or '' for the same paths), got {into!r}")
+  if not t.init_from and (t.freeze != "none" or t.reinit or t.backbone_lr_factor != 1.0
+                          or into):
+    raise CnnjaxError("config.transfer.freeze, reinit, backbone_lr_factor and into "
                       "need config.transfer.init_from (the run to start from)")
 
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import sys
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -89,6 +89,7 @@ class MergeReport:
   reinitialised: tuple[str, ...]
   unused: tuple[str, ...]
   reasons: Mapping[str, str]
+  into: str = ""  # the submodule the checkpoint's arrays were placed under
 
   @property
   def loaded_params(self) -> tuple[str, ...]:
@@ -109,7 +110,9 @@ class MergeReport:
       details = "; ".join(f"{m}: {', '.join(sorted(r))}" for m, r in sorted(by_module.items()))
       lines.append(f"transfer: re-initialised {len(self.reinitialised)} arrays ({details})")
     # Arrays the new model has no place for (mismatches are listed above).
-    absent = sorted({_module(p) for p in self.unused if p not in self.reasons})
+    prefix = len(self.into) + 1 if self.into else 0
+    absent = sorted({_module(p.split("/", 1)[0] + "/" + p.split("/", 1)[1][prefix:])
+                     for p in self.unused if p not in self.reasons})
     if absent:
       lines.append(f"transfer: the checkpoint's modules {', '.join(absent)} are "
                    "not in this model and were left out")
@@ -167,19 +170,41 @@ def plan(init_shapes: Mapping[str, Any], pretrained_shapes: Mapping[str, Any],
                      unused=tuple(unused), reasons=reasons)
 
 
-def merge(init_variables: Mapping, pretrained: Mapping, reinit: Sequence[str] = ()
-          ) -> tuple[dict, MergeReport]:
+def relocate(flat: Mapping[str, Any], into: str) -> dict[str, Any]:
+  """{'params/stem/conv/kernel': v} -> {'params/<into>/stem/conv/kernel': v}:
+  a checkpoint's arrays placed under submodule `into` ('' leaves them)."""
+  if not into:
+    return dict(flat)
+  moved = {}
+  for path, value in flat.items():
+    collection, _, rest = path.partition("/")
+    moved[f"{collection}/{into}/{rest}"] = value
+  return moved
+
+
+def _check_into(init_flat: Mapping[str, Any], into: str) -> None:
+  if into and not any(p.startswith(f"params/{into}/") for p in init_flat):
+    modules = sorted({_module(p) for p in init_flat if p.startswith("params/")})
+    raise CnnjaxError(f"transfer.into '{into}' is not a submodule of this model with "
+                      f"parameters; its top-level modules are {', '.join(modules)}")
+
+
+def merge(init_variables: Mapping, pretrained: Mapping, reinit: Sequence[str] = (),
+          into: str = "") -> tuple[dict, MergeReport]:
   """`init_variables` with every fitting array of `pretrained` copied in.
 
-  An array is copied when its path exists in both with the same shape and a
-  compatible dtype (cast to the model's), unless its top-level module is in
-  `reinit`. Collections other than params and batch_stats are left alone.
+  An array is copied when its path (under submodule `into`, if given) exists
+  in both with the same shape and a compatible dtype (cast to the model's),
+  unless its top-level module is in `reinit`. Collections other than params
+  and batch_stats are left alone.
   """
   init_flat = {p: v for p, v in flat_paths(dict(init_variables)).items()
                if p.split("/")[0] in COLLECTIONS}
-  pretrained_flat = {p: v for p, v in flat_paths(
-      {c: pretrained.get(c, {}) for c in COLLECTIONS}).items()}
+  _check_into(init_flat, into)
+  pretrained_flat = relocate(flat_paths(
+      {c: pretrained.get(c, {}) for c in COLLECTIONS}), into)
   report = plan(init_flat, {p: np.asarray(v) for p, v in pretrained_flat.items()}, reinit)
+  report = dataclasses.replace(report, into=into)
   chosen = set(report.loaded)
 
   def pick(key_path, fresh):
@@ -214,7 +239,8 @@ def initialize_from(config, variables: Mapping) -> Mapping:
     return variables
   step_dir = _source(transfer.init_from, transfer.get("init_step", "latest"))
   pretrained = runs.load_variables(step_dir)
-  variables, report = merge(variables, pretrained, tuple(transfer.get("reinit", ())))
+  variables, report = merge(variables, pretrained, tuple(transfer.get("reinit", ())),
+                            transfer.get("into", ""))
   freeze = transfer.get("freeze", "none") == "backbone"
   factor = float(transfer.get("backbone_lr_factor", 1.0))
   note = ("frozen (transfer.freeze='backbone')" if freeze else
@@ -238,9 +264,11 @@ def multiplier_rules(config, params) -> tuple[str, ...]:
   factor = 0.0 if freeze else float(transfer.get("backbone_lr_factor", 1.0))
   if factor == 1.0:
     return ()
-  shapes = runs.checkpoint_shapes(
-      _source(transfer.init_from, transfer.get("init_step", "latest")))
+  shapes = relocate(runs.checkpoint_shapes(
+      _source(transfer.init_from, transfer.get("init_step", "latest"))),
+      transfer.get("into", ""))
   init_shapes = {"params/" + p: v for p, v in flat_paths(params).items()}
+  _check_into(init_shapes, transfer.get("into", ""))
   # batch_stats are not parameters; plan() wants only the model's params here.
   report = plan(init_shapes, shapes, tuple(transfer.get("reinit", ())))
   paths = report.loaded_params

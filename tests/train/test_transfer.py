@@ -97,6 +97,8 @@ def test_classes_refusals_are_one_sentence(dataset, classes, message):
     ("transfer.init_step", "first", "init_step"),
     ("transfer.freeze", "backbone", "need config.transfer.init_from"),
     ("transfer.backbone_lr_factor", -0.1, "cannot be negative"),
+    ("transfer.into", "encoder", "need config.transfer.init_from"),
+    ("transfer.into", "encoder/", "submodule path"),
 ])
 def test_validate_refuses_bad_transfer_settings(key, value, message):
   config = base_config()
@@ -237,6 +239,46 @@ def test_merge_copies_matching_arrays_and_reports_the_rest():
   text = report.summary("ckpt")
   assert "loaded 2 of 5 arrays from ckpt (modules bn, conv)" in text
   assert "head: new shape" in text and "modules old are not in this model" in text
+
+
+def test_a_classifier_loads_into_a_segmenters_backbone():
+  """transfer.into='encoder': a ResNet-18 classifier's arrays land under the
+  FCN's backbone, all of them but the head; the FCN's own layers stay new."""
+  from cnnjax.models import create_model
+
+  x = jnp.zeros((1, 32, 32, 3))
+  shapes = lambda model: jax.eval_shape(model.init, jax.random.key(0), x)  # noqa: E731
+  classifier = shapes(create_model("resnet18", num_classes=5))
+  segmenter = shapes(create_model("fcn", backbone="resnet18", num_classes=3))
+  pretrained = jax.tree.map(lambda s: np.full(s.shape, 0.5, s.dtype), classifier)
+  init = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), segmenter)
+  variables, report = transfer.merge(init, pretrained, into="encoder")
+  loaded = {p for p in report.loaded}
+  assert loaded and all(p.split("/")[1] == "encoder" for p in loaded)
+  encoder = [p for p in flat(init) if p.split("/")[1] == "encoder"]
+  assert sorted(loaded) == sorted(encoder)  # the whole backbone
+  assert {_top(p) for p in report.unused} == {"head"}
+  for path in encoder:
+    np.testing.assert_array_equal(_get(variables, path), 0.5)
+  np.testing.assert_array_equal(variables["params"]["score"]["kernel"], 0.0)
+  assert "the checkpoint's modules head are not in this model" in report.summary()
+  with pytest.raises(CnnjaxError, match="transfer.into 'decoder' is not a submodule"):
+    transfer.merge(init, pretrained, into="decoder")
+
+
+def flat(tree):
+  from cnnjax.trees import flat_paths
+  return flat_paths(dict(tree))
+
+
+def _get(tree, path):
+  for key in path.split("/"):
+    tree = tree[key]
+  return tree
+
+
+def _top(path):
+  return path.split("/")[2] if path.split("/")[1] == "encoder" else path.split("/")[1]
 
 
 def test_merge_reinit_and_dtypes():
