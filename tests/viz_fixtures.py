@@ -18,6 +18,7 @@ def tiny_run(channels: int = 3, size: int = 32, seed: int = 0):
 
   from cnnjax.data.arrays import ArrayDataset
   from cnnjax.models import create_model
+  from cnnjax.ops import random as random_ops
   from cnnjax.viz import make_trained as make_run
 
   rng = np.random.default_rng(seed)
@@ -33,8 +34,8 @@ def tiny_run(channels: int = 3, size: int = 32, seed: int = 0):
       splits={"train": {"image": images, "label": labels},
               "test": {"image": images[:16], "label": labels[:16]}})
   model = create_model("lenet5_relu", num_classes=4)
-  variables = model.init(jax.random.key(seed), np.zeros((1, size, size, channels),
-                                                        np.float32))
+  variables = random_ops.init(model, jax.random.key(seed),
+                              np.zeros((1, size, size, channels), np.float32))
   stats = ((0.3,) * channels, (0.3,) * channels)
   return make_run(model, variables, dataset, stats=stats)
 

@@ -195,17 +195,39 @@ def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
     parent[leaf] = value
 
 
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-  """Flat keys whose values differ between two config dicts (as JSON)."""
+_ABSENT = object()
+
+
+def config_differences(old: dict, new: dict, prefix: str = "",
+                       defaults: dict | None = None) -> list[str]:
+  """Flat keys whose values differ between two config dicts (as JSON).
+
+  defaults: the base config's defaults (as JSON). A key that `old` lacks and
+  `new` holds at its default is no difference: it was added to cnnjax after
+  `old` was written, and its default keeps the behaviour `old` had.
+  """
   diffs = []
   for key in sorted(set(old) | set(new)):
-    a, b = old.get(key), new.get(key)
+    a, b = old.get(key, _ABSENT), new.get(key)
+    default = defaults.get(key, _ABSENT) if isinstance(defaults, dict) else _ABSENT
+    if a is _ABSENT and default is not _ABSENT:
+      if isinstance(b, dict) and isinstance(default, dict):
+        a = {}  # a section added later: compare its keys one by one
+      elif _same(b, default):
+        continue
+    if a is _ABSENT:
+      a = None
     if isinstance(a, dict) and isinstance(b, dict):
-      diffs += config_differences(a, b, prefix + key + ".")
-    elif a != b and not (isinstance(a, (list, tuple)) and
-                         isinstance(b, (list, tuple)) and list(a) == list(b)):
+      diffs += config_differences(a, b, prefix + key + ".",
+                                  default if isinstance(default, dict) else None)
+    elif not _same(a, b):
       diffs.append(f"{prefix}{key}: {a!r} -> {b!r}")
   return diffs
+
+
+def _same(a, b) -> bool:
+  return a == b or (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple))
+                    and list(a) == list(b))
 
 
 def tuples(tree: Any) -> Any:

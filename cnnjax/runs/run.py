@@ -26,6 +26,7 @@ file but the metric log is written atomically (files.py).
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 from typing import Any
@@ -153,7 +154,8 @@ class Run:
     current = json.loads(config.to_json_best_effort())
     previous = self.stored_config()
     if previous is not None:
-      diffs = [d for d in config_lib.config_differences(previous, current)
+      diffs = [d for d in config_lib.config_differences(previous, current,
+                                                        defaults=_base_defaults())
                if not config_lib.is_resumable(d.split(":")[0])]
       if diffs:
         raise CnnjaxError(
@@ -210,7 +212,8 @@ class Run:
       return key not in ("num_steps", "num_epochs") and config_lib.is_resumable(key)
 
     if any(not bookkeeping(d.split(":")[0])
-           for d in config_lib.config_differences(stored, current)):
+           for d in config_lib.config_differences(stored, current,
+                                                  defaults=_base_defaults())):
       return None
     if effective.num_steps > 0 and result.get("num_steps") != effective.num_steps:
       return None
@@ -334,3 +337,9 @@ def checkpoint_shapes(path: str, which: str | int = "latest"):
 def load_variables(path: str, which: str | int = "latest") -> dict:
   """{'params', 'batch_stats'} of a checkpoint as NumPy, without its model."""
   return read_variables(checkpoint_directory(path, which))
+
+
+@functools.lru_cache(maxsize=1)
+def _base_defaults() -> dict:
+  """The base config as JSON: what a key added after a run was stored reads as."""
+  return json.loads(config_lib.base_config().to_json_best_effort())

@@ -14,6 +14,7 @@ import pytest
 from cnnjax import layers as L
 from cnnjax.analysis.summary import summarize
 from cnnjax.errors import CnnjaxError
+from cnnjax.ops import random as random_ops
 
 torch = pytest.importorskip("torch")
 
@@ -252,7 +253,7 @@ def test_summary_receptive_field_is_the_widest_gradient_support(
   model, size = _Up(kernel, stride, dilation, padding), 16
   (row,) = summarize(model, (size, 1), xla_flops=False).rows
   x = jnp.zeros((1, size, 1))
-  variables = model.init(jax.random.key(0), x)
+  variables = random_ops.init(model, jax.random.key(0), x)
   jacobian = jax.jacfwd(lambda a: model.apply(variables, a)[0, :, 0])(x)
   jacobian = np.asarray(jacobian)[:, 0, :, 0]  # (out, in): 1 where read.
   # Outputs all of whose taps fall inside the input, a few whole periods.

@@ -13,6 +13,7 @@ import pytest
 from cnnjax.data import scenes
 from cnnjax.errors import CnnjaxError
 from cnnjax.models import create_model, detection
+from cnnjax.ops import random as random_ops
 
 
 def test_anchors_match_torchvisions_generator():
@@ -70,7 +71,7 @@ def small_detector():
 def test_one_compiled_step_trains_every_batch(small_detector):
   model = small_detector
   images, targets = _batch(0)
-  variables = model.init(jax.random.key(0), images)
+  variables = random_ops.init(model, jax.random.key(0), images)
   tx = optax.sgd(0.01, momentum=0.9)
   step = detection.make_train_step(model, tx)
   opt_state = tx.init(variables["params"])

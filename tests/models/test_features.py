@@ -9,13 +9,14 @@ from cnnjax.errors import CnnjaxError
 from cnnjax.models import create_model
 from cnnjax.models.features import (feature_names, intermediate_features,
                                     layer_shapes, replace_head)
+from cnnjax.ops import random as random_ops
 
 
 @pytest.fixture(scope="module")
 def lenet():
   model = create_model("lenet5_relu")
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 1))
-  return model, model.init(jax.random.key(1), x), x
+  return model, random_ops.init(model, jax.random.key(1), x), x
 
 
 def test_feature_names_follow_the_call_order(lenet):

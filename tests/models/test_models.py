@@ -9,6 +9,7 @@ import pytest
 from cnnjax.errors import CnnjaxError
 from cnnjax.models import (create_model, list_models, model_input_dtype,
                            model_input_shape, register_model)
+from cnnjax.ops import random as random_ops
 from conftest import QUICK_COMPILE, random_variables
 
 # Pinned parameter counts at each model's default classes and input: 1000
@@ -225,7 +226,7 @@ def test_register_model_decorator_and_duplicates():
 def test_lenet5_layer_shapes():
   model = create_model("lenet5")
   x = jnp.zeros((2, 32, 32, 1))
-  _, inter = model.apply(model.init(jax.random.key(0), x), x,
+  _, inter = model.apply(random_ops.init(model, jax.random.key(0), x), x,
                          capture_intermediates=True, mutable=["intermediates"])
   shapes = {k: v["__call__"][0].shape for k, v in inter["intermediates"].items()
             if k != "__call__"}
@@ -238,7 +239,7 @@ def test_mnist1d_cnn_lengths_match_the_reference():
   # 40 -> 19 -> 10 -> 5 positions, as (L - K + 2P) / S + 1 with floor.
   model = create_model("mnist1d_cnn")
   x = jnp.zeros((2, 40, 1))
-  _, inter = model.apply(model.init(jax.random.key(0), x), x,
+  _, inter = model.apply(random_ops.init(model, jax.random.key(0), x), x,
                          capture_intermediates=True, mutable=["intermediates"])
   lengths = [inter["intermediates"][f"conv{i}"]["__call__"][0].shape[1] for i in (1, 2, 3)]
   assert lengths == [19, 10, 5]

@@ -17,6 +17,7 @@ from cnnjax.evaluators import EvalContext, EvalInputs, batch_outputs, compute
 from cnnjax.models import create_model
 from cnnjax.models.segmentation import bilinear_kernel
 from cnnjax.train import losses, metrics
+from cnnjax.ops import random as random_ops
 
 
 @pytest.mark.parametrize("name,fields", [
@@ -41,7 +42,7 @@ def test_heads_give_logits_at_the_input_size(name, fields, size):
 def test_every_parameter_gets_a_gradient(name):
   model = create_model(name, num_classes=3)
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
-  variables = model.init(jax.random.key(1), x)
+  variables = random_ops.init(model, jax.random.key(1), x)
   labels = jnp.asarray(np.random.default_rng(0).integers(0, 3, (2, 32, 32)))
 
   def loss(params):
@@ -57,7 +58,7 @@ def test_every_parameter_gets_a_gradient(name):
 def test_fcn_reads_the_stages_its_variant_names_and_starts_its_skips_at_zero():
   x = jax.random.normal(jax.random.key(0), (1, 64, 64, 3))
   fcn8 = create_model("fcn", num_classes=3, variant="8s")
-  variables = fcn8.init(jax.random.key(1), x, train=False)
+  variables = random_ops.init(fcn8, jax.random.key(1), x, train=False)
   assert {"score", "score8", "score16", "up16", "up32", "up_final"} <= set(variables["params"])
   assert not jnp.any(variables["params"]["score8"]["kernel"])
   # Learned upsampling starts as bilinear interpolation (FCN's upsample_filt).

@@ -21,6 +21,7 @@ from cnnjax.config.validate import validate
 from cnnjax.errors import CnnjaxError
 from cnnjax.models import create_model
 from cnnjax.ops import backend, onednn
+from cnnjax.ops import random as random_ops
 
 
 @pytest.fixture
@@ -184,7 +185,7 @@ def _logits_and_step(name, shape, overrides):
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((4, *shape)), jnp.float32)
   labels = jnp.asarray(rng.integers(0, 10, 4))
-  variables = model.init(jax.random.key(0), x, train=False)
+  variables = random_ops.init(model, jax.random.key(0), x, train=False)
   logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
   tx = optax.sgd(0.1, momentum=0.9)
 
@@ -332,7 +333,7 @@ def test_an_export_holds_xlas_convolutions_whatever_the_backend(restore_backend)
 
   model = create_model("lenet5", num_classes=10)
   x = jnp.zeros((1, 32, 32, 1))
-  fn = inference_function(model, model.init(jax.random.key(0), x, train=False))
+  fn = inference_function(model, random_ops.init(model, jax.random.key(0), x, train=False))
   backend._resolved[:] = ["onednn"]
   text = jax.jit(fn).lower(x).as_text()
   assert "cnnjax_dnnl" not in text and "convolution" in text

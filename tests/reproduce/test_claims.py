@@ -15,6 +15,7 @@ from conftest import EXPERIMENTS, tiny_mnist1d_config
 from viz_fixtures import train_tiny_workdir
 
 from cnnjax.errors import CnnjaxError
+from cnnjax.ops import random as random_ops
 
 
 def _count(tree) -> int:
@@ -63,7 +64,7 @@ def test_rf_cnn_pooling_variants_share_parameters_and_differ_in_output():
   x = np.random.default_rng(0).normal(size=(2, 16, 16, 1)).astype(np.float32)
   counts, outputs = set(), {}
   model = create_model("rf_cnn", channels=4, head="flatten", pooling="max")
-  variables = model.init(jax.random.key(0), x)
+  variables = random_ops.init(model, jax.random.key(0), x)
   for pooling in ("max", "avg", "none"):
     model = create_model("rf_cnn", channels=4, head="flatten", pooling=pooling)
     counts.add(_count(jax.eval_shape(lambda: model.init(jax.random.key(0), x))))

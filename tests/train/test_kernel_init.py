@@ -18,6 +18,7 @@ from cnnjax.models import (create_model, list_models, model_input_dtype,
                            model_input_shape)
 from cnnjax.runs import model_for
 from cnnjax.train import kernel_init
+from cnnjax.ops import random as random_ops
 from conftest import EXPERIMENTS
 
 # (variance scale, fan, distribution) of each scheme; fan None: fixed std.
@@ -174,7 +175,7 @@ def test_every_model_family_takes_a_kernel_init(name):
   x = jnp.zeros((2, *model_input_shape(name)), model_input_dtype(name))
 
   def initialize():
-    variables = model.init(jax.random.key(0), x, train=False)
+    variables = random_ops.init(model, jax.random.key(0), x, train=False)
     return variables, kernel_init.from_config(_config("he_uniform"), variables,
                                               model=model, example=x)
 
@@ -190,7 +191,7 @@ def test_layers_of_other_layouts_keep_their_fans():
   _needs("sharing_mnist1d", "lenet5_1998")
   model = create_model("sharing_mnist1d", connectivity="local")
   x = jnp.zeros((1, 40, 1))
-  variables = model.init(jax.random.key(0), x, train=False)
+  variables = random_ops.init(model, jax.random.key(0), x, train=False)
   drawn = kernel_init.from_config(_config("he_normal"), variables, model=model, example=x)
   kernel = np.asarray(drawn["params"]["layer2"]["kernel"])  # (positions, 3 x 25, 25)
   assert kernel.ndim == 3

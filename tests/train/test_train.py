@@ -117,6 +117,26 @@ def test_a_different_config_in_the_same_workdir_is_refused(tmp_path):
         tiny_mnist1d_config(**{"optimizer.learning_rate": 0.5}), str(tmp_path))
 
 
+def test_a_run_stored_before_a_key_existed_is_still_the_same_run(tmp_path):
+  """A key added to cnnjax after a run was stored (absent from its
+  config.json) reads as the base default: at that default the run is still
+  finished and resumable; at another value it is a different config."""
+  first = loop.train_and_evaluate(tiny_mnist1d_config(num_steps=20), str(tmp_path))
+  path = tmp_path / "config.json"
+  stored = json.loads(path.read_text())
+  del stored["transfer"]["into"], stored["schedule"]["warmup_from"]
+  stamp = os.path.getmtime(path)
+  path.write_text(json.dumps(stored))
+  os.utime(path, (stamp, stamp))  # as old as it was: the result stays newer
+  from cnnjax.runs import Run
+  assert Run(str(tmp_path)).finished_result(tiny_mnist1d_config(num_steps=20)) is not None
+  again = loop.train_and_evaluate(tiny_mnist1d_config(num_steps=20), str(tmp_path))
+  assert again["final"] == first["final"]
+  with pytest.raises(CnnjaxError, match=r"different config \(schedule.warmup_from"):
+    loop.train_and_evaluate(tiny_mnist1d_config(
+        num_steps=20, **{"schedule.warmup_from": 0.5}), str(tmp_path))
+
+
 def test_keeps_the_last_k_and_the_best_checkpoint(tmp_path):
   # best_mode='min' on accuracy makes the (worst) first evaluation the "best".
   config = tiny_mnist1d_config(num_steps=60, eval_every=10, checkpoint_every=10,

@@ -9,6 +9,7 @@ import pytest
 from cnnjax.config import base_config, set_value
 from cnnjax.errors import CnnjaxError
 from cnnjax.train import loop
+from cnnjax.ops import random as random_ops
 from test_sources import make_folder
 
 
@@ -220,7 +221,7 @@ def test_test_time_augmentation_averages_the_softmax_of_the_views():
   model = create_model("mlp_cifar", num_classes=3, hidden_sizes=(5,))
   x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 6, 6, 3)), jnp.float32)
   labels = jnp.array([0, 1, 2, 1])
-  variables = model.init(jax.random.key(0), x)
+  variables = random_ops.init(model, jax.random.key(0), x)
   views = test_time_views(ml_collections.ConfigDict({"tta_flip": True, "tta_shift": 0}))
   eval_batch = step_lib.make_eval_batch(model.apply, losses.softmax_cross_entropy,
                                         views=views, keep_logits=True)

@@ -15,6 +15,7 @@ from cnnjax.data.arrays import ArrayDataset
 from cnnjax.errors import CnnjaxError
 from cnnjax.models import create_model
 from cnnjax.viz import Options, make_trained, run_method
+from cnnjax.ops import random as random_ops
 
 
 def _dataset(task):
@@ -33,7 +34,7 @@ def _trained(task):
            create_model("faster_rcnn", num_classes=4, anchor_sizes=(8.0, 16.0),
                         aspect_ratios=(1.0,), rpn_pre_nms=(64, 32), rpn_post_nms=(32, 16),
                         head_width=16, detections=5, score_threshold=0.0))
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  variables = random_ops.init(model, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   return make_trained(model, variables, dataset, stats=((0.5,) * 3, (0.25,) * 3))
 
 

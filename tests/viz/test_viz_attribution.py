@@ -14,6 +14,7 @@ from cnnjax.errors import CnnjaxError
 from cnnjax.viz import attribution, registry
 from cnnjax.viz.registry import Options
 from cnnjax.viz.relu_rules import modified_relu_gradient
+from cnnjax.ops import random as random_ops
 from viz_fixtures import tiny_run
 
 METHODS = ("saliency", "smoothgrad", "guided-backprop", "deconvnet", "gradcam",
@@ -210,7 +211,7 @@ def _region_run():
                          splits={"train": {"image": images, "label": labels},
                                  "test": {"image": images, "label": labels}})
   model = _RegionModel()
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  variables = random_ops.init(model, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   return make_run(model, variables, dataset, stats=((0.3,) * 3, (0.3,) * 3))
 
 
@@ -286,7 +287,7 @@ def test_a_network_without_relus_is_said_to_get_the_plain_gradient():
 
   x = np.zeros((1, 32, 32, 1), np.float32)
   classic = create_model("lenet5", num_classes=4)  # tanh and average pooling
-  variables = classic.init(jax.random.key(0), x)
+  variables = random_ops.init(classic, jax.random.key(0), x)
   apply = lambda a: classic.apply(variables, a)  # noqa: E731
   assert not has_relu(apply, x)
   assert has_relu(tiny_run().logits, tiny_run().examples(n=1).inputs)
