@@ -10,6 +10,7 @@
                     procedural scenes (data/scenes.py): class maps, or boxes
   tones             synthetic sounds as log-mel features (data/tones.py)
   voc, coco         TFDS's detection sets, resized, boxes padded (data/tfds_detection.py)
+  speech_commands   TFDS's keyword clips as log-mel features (data/speech_commands.py)
   anything else     a TFDS dataset by name (mnist, cifar10, imagenette, ...)
 
 Data that fits `config.dataset.max_device_mb` is an `ArrayDataset` held on the
@@ -34,6 +35,10 @@ SMOKE_DATA = ("auto", "synthetic", "real")
 # Sources that generate or bundle their data: always present, no stand-in.
 ALWAYS_PRESENT = ("mnist1d", "digits", "shapes_segmentation", "digits_segmentation",
                   "shapes_detection", "digits_detection", "tones")
+# Sources of cnnjax's own that read TFDS and take `train_split` and
+# `eval_splits` as TFDS split specifications (as TFDS names do), so their
+# splits are not selected again by name.
+TFDS_SPEC_SOURCES = ("voc", "coco", "speech_commands")
 
 
 def _register_sources() -> None:
@@ -43,6 +48,7 @@ def _register_sources() -> None:
   from cnnjax.data.medmnist import load_medmnist
   from cnnjax.data.mnist1d import load_mnist1d
   from cnnjax.data.scenes import load_detection, load_segmentation
+  from cnnjax.data.speech_commands import load_speech_commands
   from cnnjax.data.text import load_mr, load_text_file
   from cnnjax.data.tfds_detection import load_tfds_detection
   from cnnjax.data.tones import load_tones
@@ -50,7 +56,8 @@ def _register_sources() -> None:
   for name, loader in (("mnist1d", load_mnist1d), ("digits", load_digits),
                        ("image_folder", load_image_folder),
                        ("medmnist", load_medmnist), ("mr", load_mr),
-                       ("text_file", load_text_file), ("tones", load_tones)):
+                       ("text_file", load_text_file), ("tones", load_tones),
+                       ("speech_commands", load_speech_commands)):
     SOURCES.add(name, loader)
   for kind in ("shapes", "digits"):
     SOURCES.add(f"{kind}_segmentation", functools.partial(load_segmentation, kind))
@@ -103,7 +110,9 @@ def _load_real(dataset_config, *, smoke: bool):
   classes = tuple(dataset_config.get("classes", ()) or ())
   if name in SOURCES:
     loader = SOURCES.get(name)
-    dataset = select_splits(loader(dataset_config, smoke=smoke), dataset_config)
+    dataset = loader(dataset_config, smoke=smoke)
+    if name not in TFDS_SPEC_SOURCES:
+      dataset = select_splits(dataset, dataset_config)
     return select_classes(dataset, classes)
   if name.startswith("tfds:"):
     dataset_config = dataset_config.copy_and_resolve_references()

@@ -4,12 +4,14 @@ A smoke run (`config.smoke`, `cnnjax reproduce --smoke`, the tests) only has
 to show that an experiment builds, trains a few steps and evaluates, so where
 its real data is missing (`config.dataset.smoke_data = 'auto'`) or is not
 wanted ('synthetic'), `get_dataset` takes a stand-in from here instead: seeded
-random uint8 images (or token rows) with the real data's input shape, dtype,
-number of classes, task, label format, split names, model fields and metadata
-conventions, and small splits (train 128 examples, every other split 64).
+random uint8 images (or token rows, or float log-mel features for
+speech_commands) with the real data's input shape, dtype, number of classes,
+task, label format, split names, model fields and metadata conventions, and
+small splits (train 128 examples, every other split 64).
 
-The label shifts each image's mean brightness per channel a little, so a
-smoke run's loss can drop; nothing else about the stand-in means anything.
+The label shifts each image's mean brightness per channel a little (raises a
+band region of the features), so a smoke run's loss can drop; nothing else
+about the stand-in means anything.
 `metadata['standin']` is True.
 """
 
@@ -44,7 +46,10 @@ TFDS_SHAPES = {
 TFDS_DEFAULT_EVAL = {"imagenet2012": "validation", "imagenette": "validation"}
 IMAGE_FOLDER_CLASSES = 10
 TEXT_SOURCES = ("mr", "text_file")
-OWN_SOURCES = ("image_folder", "medmnist") + TEXT_SOURCES
+# Log-mel features as data/speech_commands.py stores them: float32 (bands,
+# frames), standardised, 12 classes; TFDS split specifications.
+SPEECH_SOURCES = ("speech_commands",)
+OWN_SOURCES = ("image_folder", "medmnist") + TEXT_SOURCES + SPEECH_SOURCES
 
 # The stand-in's words: class 1 favours the first group, class 0 the second,
 # and the third is shared (made-up words, so nothing reads as real text).
@@ -85,6 +90,8 @@ def standin_dataset(dataset_config) -> ArrayDataset:
   classes = tuple(dataset_config.get("classes", ()) or ())
   if name in TFDS_SHAPES:  # TFDS reads train_split and eval_splits as specs.
     return select_classes(_tfds(dataset_config, name), classes)
+  if name in SPEECH_SOURCES:  # So does speech_commands.
+    return select_classes(_speech_commands(dataset_config), classes)
   if name == "medmnist":
     dataset = _medmnist(dataset_config)
   elif name == "image_folder":
@@ -205,6 +212,41 @@ def _image_folder(dataset_config) -> ArrayDataset:
               "standin": True}
   return ArrayDataset(name="image_folder", splits=splits,
                       num_classes=IMAGE_FOLDER_CLASSES, metadata=metadata)
+
+
+# ------------------------------------------------------------------ speech --
+
+# TFDS's label names for speech_commands (its ClassLabel), without TFDS.
+SPEECH_COMMANDS_CLASSES = ("down", "go", "left", "no", "off", "on", "right", "stop", "up",
+                           "yes", "_silence_", "_unknown_")
+
+
+def _speech_commands(dataset_config) -> ArrayDataset:
+  """Shaped as `load_speech_commands` returns it: (N, 40, 101) float32
+  features of about zero mean and unit variance, int32 labels 0..11, the
+  splits named as its specifications name them. Each class raises a band
+  region of its own, so a smoke run's loss can drop."""
+  from cnnjax.data import speech_commands as sc
+  from cnnjax.data.tfdata_sources import parse_splits
+
+  train_spec, eval_specs = parse_splits(dataset_config, "train", list(sc.DEFAULT_EVAL))
+  specs = {"train": train_spec, **eval_specs}
+  num_classes = len(SPEECH_COMMANDS_CLASSES)
+  splits = {}
+  for split in specs:
+    rng = _rng(sc.NAME, "split", split)
+    n = TRAIN_EXAMPLES if split == "train" else EVAL_EXAMPLES
+    labels = _balanced_labels(rng, n, num_classes)
+    features = rng.standard_normal((n, sc.N_MELS, sc.FRAMES)).astype(np.float32)
+    low = labels * (sc.N_MELS - 4) // (num_classes - 1)  # bands low .. low + 3
+    for i, start in enumerate(low):
+      features[i, start:start + 4] += 1.5
+    splits[split] = {"image": features, "label": labels}
+  metadata = {"tfds_name": sc.NAME, "splits": specs, "standin": True,
+              "class_names": SPEECH_COMMANDS_CLASSES, "sample_rate": sc.SAMPLE_RATE,
+              "frames": sc.FRAMES, "feature_mean": 0.0, "feature_std": 1.0}
+  return ArrayDataset(name=sc.NAME, splits=splits, num_classes=num_classes,
+                      metadata=metadata)
 
 
 # -------------------------------------------------------------------- text --
