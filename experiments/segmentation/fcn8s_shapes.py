@@ -40,7 +40,5 @@ def get_config():
   config.checkpoint_every = 1000
   config.best_metric = "test/mean_iou"
   config.reference.metric = "test/mean_iou"
-  # Shown beside it on the card (0: no published figure).
-  config.reference.others = ("test/pixel_accuracy=0",)
   config.reference.source = "no published figure: procedural scenes (cnnjax.data.scenes)"
   return config
