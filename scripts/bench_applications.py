@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -45,6 +44,7 @@ import optax
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from cnnjax.bench.compat import cpu_model, import_torchvision  # noqa: E402
 from cnnjax.data import scenes  # noqa: E402
 from cnnjax.models.registry import create_model  # noqa: E402
 from cnnjax.ops import backend  # noqa: E402
@@ -56,17 +56,6 @@ from cnnjax.train.state import TrainState  # noqa: E402
 NUM_CLASSES = 4  # background + square, circle, triangle
 SIZE = 64
 MEAN, STD = 0.5, 0.25  # any normalisation: both sides get the same floats
-
-
-def cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.lower().startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def timed(fn, steps: int) -> float:
@@ -111,39 +100,6 @@ class JaxBench:
 
 
 # -- PyTorch --------------------------------------------------------------------
-
-def import_torchvision():
-  """torchvision, importable beside the CPU torch wheel (see the docstring),
-  with `nms` computed in NumPy where its kernel does not load."""
-  import torch
-  try:
-    import torchvision
-  except RuntimeError as e:
-    if "torchvision::nms" not in str(e):
-      raise
-    for name in [m for m in sys.modules if m.startswith("torchvision")]:
-      del sys.modules[name]
-    library = torch.library.Library("torchvision", "FRAGMENT")
-    for op in ("nms", "qnms"):
-      library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    import_torchvision.library = library  # The schemas live while it does.
-    import torchvision
-  from torchvision.extension import _has_ops
-  from torchvision.ops import boxes as tv_boxes
-  if not _has_ops():
-    def nms(boxes, scores, iou_threshold):
-      """Greedy NMS as torchvision's CPU kernel: by falling score, drop every
-      later box whose IoU with a kept one exceeds the threshold."""
-      order = torch.argsort(scores, descending=True)
-      iou = tv_boxes.box_iou(boxes[order], boxes[order]).numpy()
-      keep = np.ones(len(order), bool)
-      for i in range(len(order)):
-        if keep[i]:
-          keep[i + 1:] &= iou[i, i + 1:] <= iou_threshold
-      return order[torch.from_numpy(keep)]
-    tv_boxes.nms = nms  # batched_nms (RPN and box head) looks it up here
-  return torch, torchvision
-
 
 def torch_detector(torch, torchvision):
   from torch import nn
@@ -245,7 +201,8 @@ def main(argv=None) -> int:
   parser.add_argument("--json")
   args = parser.parse_args(argv)
   backend.set_conv_backend(args.conv_backend)
-  torch, torchvision = import_torchvision()
+  import torch
+  torchvision = import_torchvision(numpy_nms=True)
 
   s = scenes.make_scenes("shapes", args.batch, image_size=SIZE, seed=0)
   image = ((s["image"].astype(np.float32) / 255.0) - MEAN) / STD

@@ -8,6 +8,7 @@ hold). `CNNJAX_TEST_QUICK_COMPILE=0` runs the suite with XLA's defaults.
 """
 
 import os
+import importlib.util
 import sys
 
 import pytest
@@ -128,32 +129,11 @@ def random_variables(model, *inputs, seed=0, **init_kwargs):
 
 
 def import_torchvision():
-  """`torchvision`, or a skip when it is not installed.
+  """`torchvision` (importable beside the CPU torch wheel: see
+  cnnjax/bench/compat.py), or a skip when it is not installed."""
+  pytest.importorskip("torch")
+  if importlib.util.find_spec("torchvision") is None:
+    pytest.skip("torchvision is not installed")
+  from cnnjax.bench.compat import import_torchvision as load
+  return load()
 
-  torchvision 0.28's wheel beside a CPU-only torch 2.13 fails at import on
-  the missing `torchvision::nms` operator registration. Declaring the two
-  detection ops' schemas (nms, qnms) lets the import finish; no model the
-  tests build calls them. A test-only shim: the package never imports
-  torchvision.
-  """
-  torch = pytest.importorskip("torch")
-  try:
-    import torchvision
-    return torchvision
-  except RuntimeError as e:
-    if "torchvision::nms" not in str(e):
-      raise
-  for name in [m for m in sys.modules if m.startswith("torchvision")]:
-    del sys.modules[name]
-  library = torch.library.Library("torchvision", "FRAGMENT")
-  for op in ("nms", "qnms"):
-    try:
-      library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    except RuntimeError:
-      pass  # Already declared (by another test in this process).
-  _TORCHVISION_SHIM.append(library)  # The schemas live while the library does.
-  import torchvision
-  return torchvision
-
-
-_TORCHVISION_SHIM: list = []

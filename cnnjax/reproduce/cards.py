@@ -26,6 +26,7 @@ import ml_collections
 
 from cnnjax import config as config_lib
 from cnnjax import sweep
+from cnnjax.bench.compat import cpu_model
 from cnnjax.errors import CnnjaxError
 from cnnjax.runs import Run, files
 from cnnjax.sweep import stats
@@ -348,17 +349,6 @@ def _title(path: str) -> str:
   return " ".join(line.strip() for line in paragraph.splitlines() if line.strip())
 
 
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.lower().startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return ""
-
-
 def _hardware(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
   """Where the runs trained, from their results (never the host name)."""
   device = next((r["device"] for r in results if r.get("device")), None)
@@ -369,7 +359,7 @@ def _hardware(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     device = {"platform": devices[0].platform, "kind": devices[0].device_kind,
               "count": len(devices), "cpu_count": os.cpu_count()}
   hardware = {k: device.get(k) for k in ("platform", "kind", "count", "cpu_count")}
-  hardware["cpu_model"] = _cpu_model()
+  hardware["cpu_model"] = cpu_model()
   return hardware
 
 
