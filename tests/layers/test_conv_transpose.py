@@ -14,6 +14,8 @@ import pytest
 from cnnjax import layers as L
 from cnnjax.analysis.summary import summarize
 from cnnjax.errors import CnnjaxError
+from cnnjax.layers import transpose
+from cnnjax.ops import backend, onednn
 from cnnjax.ops import random as random_ops
 
 torch = pytest.importorskip("torch")
@@ -85,8 +87,21 @@ def _from_torch(t):
   return np.moveaxis(t.detach().numpy(), 1, -1)
 
 
+@pytest.fixture(params=["xla", "onednn"])
+def conv_backend(request):
+  """Each convolution backend in turn (oneDNN skips where it cannot run)."""
+  if request.param == "onednn":
+    ok, why = onednn.available()
+    if not ok:
+      pytest.skip(f"oneDNN backend unavailable: {why}")
+  saved = list(backend._resolved)
+  backend._resolved[:] = [request.param]
+  yield request.param
+  backend._resolved[:] = saved
+
+
 @pytest.mark.parametrize("case", CASES + _random_cases())
-def test_forward_and_gradients_match_torch(case):
+def test_forward_and_gradients_match_torch(case, conv_backend):
   *layer, spatial = case
   ref, ours, params = _pair(*layer)
   rng = np.random.default_rng(len(spatial) * 10 + layer[1])
@@ -108,6 +123,20 @@ def test_forward_and_gradients_match_torch(case):
       d_params["kernel"], np.transpose(w_grad, tuple(range(2, w_grad.ndim))
                                        + (1, 0)), **close)
   np.testing.assert_allclose(d_params["bias"], ref.bias.grad.numpy(), **close)
+
+
+def test_the_cpu_takes_the_cheaper_forms_where_they_apply(conv_backend):
+  """Kernels no wider than their stride: one matrix product ('blocks');
+  wider ones: the phases' convolution on oneDNN, the dilated input on XLA;
+  groups and dilation: always the dilated input. (The torch parity test
+  above checks each form's numbers.)"""
+  wide = "phases" if conv_backend == "onednn" else "dilated"
+  assert transpose._route((2, 2), (2, 2), (1, 1), 1) == "blocks"
+  assert transpose._route((1, 3), (3, 3), (1, 1), 1) == "blocks"
+  assert transpose._route((4, 4), (2, 2), (1, 1), 1) == wide
+  assert transpose._route((3,), (1,), (1,), 1) == wide
+  assert transpose._route((2, 2), (2, 2), (1, 1), 2) == "dilated"
+  assert transpose._route((2, 2), (2, 2), (2, 1), 1) == "dilated"
 
 
 def test_parameters_have_the_documented_shapes_and_no_bias_when_asked():
