@@ -150,6 +150,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.ema.decay = 0.0
   c.ema.warmup = True  # decay min(decay, (1 + step) / (10 + step)) early on
 
+  # Lookahead averaging as airbench94 does it (Zhang et al. 2019's slow and
+  # fast weights, with a scheduled rate): every `every` steps the slow copy
+  # of the weights and BatchNorm statistics becomes d * slow + (1 - d) *
+  # weights, d = decay * (step / total steps) ** power, and the weights are
+  # set to it; after the last step they are the slow copy. every 0: off.
+  c.lookahead = ml_collections.ConfigDict()
+  c.lookahead.every = 0
+  c.lookahead.decay = 0.0
+  c.lookahead.power = 0.0
+
   # Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019) of training images:
   # lam ~ Beta(alpha, alpha) per batch, the partner is the reversed batch.
   c.mix = ml_collections.ConfigDict()

@@ -72,6 +72,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f"got '{config.precision}'")
   if not 0.0 <= config.ema.decay < 1.0:
     raise CnnjaxError(f"config.ema.decay must be in [0, 1), got {config.ema.decay}")
+  la = config.lookahead
+  if not isinstance(la.every, int) or la.every < 0:
+    raise CnnjaxError(f"config.lookahead.every must be a whole number of steps (0: off), "
+                      f"got {la.every!r}")
+  if not 0.0 <= la.decay < 1.0 or la.power < 0:
+    raise CnnjaxError(f"config.lookahead.decay must be in [0, 1) and power not negative, "
+                      f"got {la.decay} and {la.power}")
   m = config.mix
   if m.mixup_alpha < 0 or m.cutmix_alpha < 0:
     raise CnnjaxError("config.mix.mixup_alpha and cutmix_alpha cannot be negative")

@@ -244,7 +244,8 @@ def build(config: ml_collections.ConfigDict, *, dataset=None) -> Setup:
       config.loss_scale.backoff) if config.precision == "float16" else None)
   state = parallel.put_replicated(TrainState.create(
       apply_fn=model.apply, variables=variables, tx=tx,
-      ema=config.ema.decay > 0, loss_scale=loss_scale))
+      ema=config.ema.decay > 0, loss_scale=loss_scale,
+      lookahead=config.lookahead.every > 0))
   preprocess, eval_batch, names = evaluation_parts(config, dataset, model.apply,
                                                    parallel)
   train_step = step_lib.make_train_step(
@@ -253,6 +254,7 @@ def build(config: ml_collections.ConfigDict, *, dataset=None) -> Setup:
       max_norm_value=config.optimizer.max_norm, max_norm_layers=constrained,
       grad_accum_steps=config.grad_accum_steps, mix=config.mix.to_dict(),
       ema_decay=config.ema.decay, ema_warmup=config.ema.warmup,
+      lookahead=config.lookahead.to_dict(), total_steps=durations.num_steps,
       per_device_mesh=(parallel.mesh
                        if config.parallel.batch_norm == "per_device" else None),
       frozen_batch_stats=optim.frozen_batch_stats(config, variables),

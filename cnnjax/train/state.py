@@ -24,10 +24,12 @@ class TrainState:
   ema: Any = None
   # Dynamic loss scaling (float16 training), or None.
   loss_scale: LossScale | None = None
+  # Lookahead's slow copy of {'params', 'batch_stats'}, or None.
+  slow: Any = None
 
   @classmethod
   def create(cls, *, apply_fn, variables, tx, ema: bool = False,
-             loss_scale: LossScale | None = None):
+             loss_scale: LossScale | None = None, lookahead: bool = False):
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
     return cls(step=jnp.zeros((), jnp.int32), params=params,
@@ -38,7 +40,10 @@ class TrainState:
                ema=(jax.tree.map(jnp.array, {"params": params,
                                              "batch_stats": batch_stats})
                     if ema else None),
-               loss_scale=loss_scale)
+               loss_scale=loss_scale,
+               slow=(jax.tree.map(jnp.array, {"params": params,
+                                              "batch_stats": batch_stats})
+                     if lookahead else None))
 
   @property
   def variables(self):
@@ -72,3 +77,25 @@ class TrainState:
     ema = jax.tree.map(lambda e, w: (d * e + (1.0 - d) * w).astype(e.dtype),
                        self.ema, current)
     return self.replace(ema=ema)
+
+  def sync_lookahead(self, every: int, decay: float, power: float,
+                     total_steps: int) -> "TrainState":
+    """Lookahead (config.lookahead): after update t, when t is a multiple of
+    `every`, slow <- d * slow + (1 - d) * weights with d = decay * (t /
+    total_steps) ** power, and the weights (and BatchNorm statistics) become
+    slow; at t >= total_steps they become slow as it is (d = 1). Computed
+    every step and selected, so the step stays one program."""
+    if self.slow is None or not every:
+      return self
+    t = self.step
+    last = t >= total_steps
+    sync = (t % every == 0) | last
+    fraction = t.astype(jnp.float32) / float(total_steps)
+    d = jnp.where(last, 1.0, decay * fraction ** power)
+    current = {"params": self.params, "batch_stats": self.batch_stats}
+    moved = jax.tree.map(lambda s, w: (d * s + (1.0 - d) * w).astype(s.dtype),
+                         self.slow, current)
+    slow = jax.tree.map(lambda m, s: jnp.where(sync, m, s), moved, self.slow)
+    current = jax.tree.map(lambda s, w: jnp.where(sync, s, w), slow, current)
+    return self.replace(slow=slow, params=current["params"],
+                        batch_stats=current["batch_stats"])

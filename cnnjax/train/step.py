@@ -62,7 +62,8 @@ def make_train_step(loss_fn: Callable, learning_rate: Callable, *,
                     grad_accum_steps: int = 1,
                     mix: Mapping[str, float] | None = None,
                     ema_decay: float = 0.0, ema_warmup: bool = True,
-                    per_device_mesh=None, frozen_batch_stats=None,
+                    lookahead: Mapping[str, float] | None = None,
+                    total_steps: int = 0, per_device_mesh=None, frozen_batch_stats=None,
                     input_key: str = "image", task: str = "multiclass"):
   """Returns `train_step(state, batch, rng) -> (state, metrics)`.
 
@@ -88,6 +89,8 @@ def make_train_step(loss_fn: Callable, learning_rate: Callable, *,
   XLA's partitioner makes the statistics global. `frozen_batch_stats` (a
   tree of bools like the state's batch_stats) marks running statistics that
   keep their values (the frozen layers of a fixed feature extractor).
+  `lookahead` (config.lookahead: every, decay, power) syncs the state's slow
+  weights after each update (`TrainState.sync_lookahead`, with `total_steps`).
 
   With `task='detection'` the model computes its own losses from the batch's
   targets (`model.losses(images, targets)`, models/detection.py; `loss_fn`
@@ -223,6 +226,9 @@ def make_train_step(loss_fn: Callable, learning_rate: Callable, *,
       new_state = new_state.replace(loss_scale=state.loss_scale.adjust(finite))
       extras["loss_scale"] = state.loss_scale.scale
     new_state = new_state.update_ema(ema_decay, ema_warmup)
+    if lookahead and lookahead["every"]:
+      new_state = new_state.sync_lookahead(lookahead["every"], lookahead["decay"],
+                                           lookahead["power"], total_steps)
     # The global gradient norm, weighted by the example count so that the
     # loop's division by the count gives its mean over the logged steps.
     sums = dict(sums, grad_norm=optax.tree.norm(grads) * sums["count"])

@@ -153,3 +153,45 @@ def test_more_devices_than_exist_is_one_sentence():
   n = len(jax.devices()) + 1
   with pytest.raises(CnnjaxError, match=f"num_devices is {n} but only"):
     _experiment(**{"parallel.num_devices": n})
+
+
+def test_lookahead_moves_the_slow_copy_and_resets_the_weights_to_it():
+  """TrainState.sync_lookahead against airbench94's definition, written out:
+  every 2 updates slow <- d slow + (1 - d) w, d = 0.5 (t / 5) ** 1.5, w <- slow;
+  after the last update (t = 5) w <- slow unchanged."""
+  import optax
+  from cnnjax.train.state import TrainState
+  rng = np.random.default_rng(0)
+  start = {"params": {"w": rng.standard_normal(3).astype(np.float32)},
+           "batch_stats": {"mean": rng.standard_normal(2).astype(np.float32)}}
+  state = TrainState.create(apply_fn=None, variables=start, tx=optax.sgd(1.0),
+                            lookahead=True)
+  slow = {k: {n: v.copy() for n, v in d.items()} for k, d in start.items()}
+  for t in range(1, 6):
+    raw = {k: {n: rng.standard_normal(v.shape).astype(np.float32) for n, v in d.items()}
+           for k, d in start.items()}  # what the update left
+    state = state.replace(step=jnp.asarray(t, jnp.int32), params=raw["params"],
+                          batch_stats=raw["batch_stats"])
+    state = state.sync_lookahead(2, 0.5, 1.5, 5)
+    want = raw
+    if t == 5:
+      want = slow
+    elif t % 2 == 0:
+      d = 0.5 * (t / 5) ** 1.5
+      slow = {k: {n: d * slow[k][n] + (1 - d) * raw[k][n] for n in raw[k]} for k in raw}
+      want = slow
+    for key in ("params", "batch_stats"):
+      for name in want[key]:
+        np.testing.assert_allclose(getattr(state, key)[name], want[key][name], rtol=1e-6)
+        np.testing.assert_allclose(state.slow[key][name], slow[key][name], rtol=1e-6)
+
+
+def test_lookahead_in_the_train_step_leaves_the_weights_at_the_slow_copy():
+  exp = _experiment(**{"lookahead.every": 2, "lookahead.decay": 0.9})
+  state, _ = _train(exp, 4)
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(state.slow["params"])):
+    np.testing.assert_array_equal(a, b)
+  plain, _ = _train(_experiment(), 4)
+  assert not np.allclose(jax.tree.leaves(plain.params)[0], jax.tree.leaves(state.params)[0])
+  with pytest.raises(CnnjaxError, match="lookahead.decay"):
+    config_lib.validate(tiny_mnist1d_config(**{"lookahead.every": 5, "lookahead.decay": 1.0}))
