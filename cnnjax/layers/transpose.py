@@ -27,9 +27,9 @@ numbers (`_route`):
 
 - 'blocks', when no kernel is wider than its stride (U-Net's 2x2, stride 2):
   one matrix product, each input position's block of the output;
-- 'phases', with the oneDNN backend (which does not take a dilated input):
-  one stride-1 convolution with one group of output channels per phase of
-  the stride (the sub-pixel form), its outputs interleaved.
+- 'phases' otherwise: one stride-1 convolution with one group of output
+  channels per phase of the stride (the sub-pixel form), its outputs
+  interleaved; on either backend (oneDNN does not take a dilated input).
 """
 
 from __future__ import annotations
@@ -179,14 +179,16 @@ def conv_transpose(x, kernel, strides: Any = 1, padding: Any = 0,
 def _route(kernel_size, strides, dilation, groups) -> str:
   """How `conv_transpose` computes (module docstring): 'blocks', 'phases' or
   'dilated'. The first two are for the CPU, where XLA's convolution of a
-  dilated input is slow (its gradients most: 3.4 s against 0.08 s through
-  'blocks' for a 2x2, stride-2 layer of 256 -> 128 channels at 16x16, batch
-  32, on a 2-core Xeon) and oneDNN does not take one."""
+  dilated input is slow, its gradients most (forward and both gradients, on
+  a 2-core Xeon: a 2x2, stride-2 layer of 256 -> 128 channels at 16x16,
+  batch 32, 3.4 s dilated against 0.08 s as blocks; a 4x4, stride-2 layer of
+  64 -> 32 channels at 32x32, 4.0 s against 0.08 s as phases), and where
+  oneDNN does not take a dilated input."""
   if groups != 1 or any(d != 1 for d in dilation) or jax.default_backend() != "cpu":
     return "dilated"
   if all(k <= s for k, s in zip(kernel_size, strides)):
     return "blocks"
-  return "phases" if backend.active() == "onednn" else "dilated"
+  return "phases"
 
 
 def _blocks(x, kernel, strides, precision):
@@ -221,8 +223,12 @@ def _phases(x, kernel, strides, precision):
   w = w.transpose([2 * i for i in range(n)] + [2 * n + 1]
                   + [2 * i + 1 for i in range(n)] + [2 * n])  # (*taps, in, *strides, out)
   w = w.reshape(*taps, cin, math.prod(strides) * out)
+  # Padded beforehand: XLA's CPU weight gradient of a convolution whose
+  # output outgrows its input takes seconds (5.1 s against 25 ms for a 2x2
+  # kernel, 64 -> 128 channels at 32x32, batch 32, on a 2-core Xeon).
+  x = jnp.pad(x, [(0, 0)] + [(m - 1, m - 1) for m in taps] + [(0, 0)])
   y = backend.conv_general_dilated(
-      x, w, window_strides=(1,) * n, padding=[(m - 1, m - 1) for m in taps],
+      x, w, window_strides=(1,) * n, padding="VALID",
       dimension_numbers=_DIMENSION_NUMBERS[n], precision=precision)
   grown = y.shape[1:-1]
   y = y.reshape(b, *grown, *strides, out)

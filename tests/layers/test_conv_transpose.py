@@ -127,10 +127,10 @@ def test_forward_and_gradients_match_torch(case, conv_backend):
 
 def test_the_cpu_takes_the_cheaper_forms_where_they_apply(conv_backend):
   """Kernels no wider than their stride: one matrix product ('blocks');
-  wider ones: the phases' convolution on oneDNN, the dilated input on XLA;
-  groups and dilation: always the dilated input. (The torch parity test
-  above checks each form's numbers.)"""
-  wide = "phases" if conv_backend == "onednn" else "dilated"
+  wider ones: the phases' convolution; groups and dilation: the dilated
+  input. (The torch parity test above checks each form's numbers on both
+  backends.)"""
+  wide = "phases"
   assert transpose._route((2, 2), (2, 2), (1, 1), 1) == "blocks"
   assert transpose._route((1, 3), (3, 3), (1, 1), 1) == "blocks"
   assert transpose._route((4, 4), (2, 2), (1, 1), 1) == wide
