@@ -179,11 +179,12 @@ def conv_transpose(x, kernel, strides: Any = 1, padding: Any = 0,
 def _route(kernel_size, strides, dilation, groups) -> str:
   """How `conv_transpose` computes (module docstring): 'blocks', 'phases' or
   'dilated'. The first two are for the CPU, where XLA's convolution of a
-  dilated input is slow, its gradients most (forward and both gradients, on
-  a 2-core Xeon: a 2x2, stride-2 layer of 256 -> 128 channels at 16x16,
-  batch 32, 3.4 s dilated against 0.08 s as blocks; a 4x4, stride-2 layer of
-  64 -> 32 channels at 32x32, 4.0 s against 0.08 s as phases), and where
-  oneDNN does not take a dilated input."""
+  dilated input is slow, its gradients most (forward and both gradients on
+  a 2-core Xeon, batch 32: a 4x4, stride-2 layer of 64 -> 32 channels at
+  32x32, 1.45 s dilated against 0.04 s as phases; a 2x2, stride-2 layer of
+  256 -> 128 channels at 16x16, 3.4 s against 0.08 s as blocks, while another
+  job shared the cores; BENCHMARKS.md), and where oneDNN does not take a
+  dilated input."""
   if groups != 1 or any(d != 1 for d in dilation) or jax.default_backend() != "cpu":
     return "dilated"
   if all(k <= s for k, s in zip(kernel_size, strides)):
