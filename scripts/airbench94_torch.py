@@ -26,11 +26,12 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 
 import numpy as np
+
+from cnnjax.bench.compat import cpu_model
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
            "horse", "ship", "truck")
@@ -249,7 +250,7 @@ def main(argv=None) -> int:
     print(json.dumps({k: v for k, v in runs[-1].items() if k != "epochs"}), flush=True)
   accuracies = [run["test_accuracy"] for run in runs]
   summary = dict(runs=runs, mean_test_accuracy=float(np.mean(accuracies)),
-                 torch=torch.__version__, cpu=platform.processor() or platform.machine(),
+                 torch=torch.__version__, cpu=cpu_model(),
                  threads=args.threads, command=" ".join(sys.argv))
   print(f"mean test accuracy (TTA level 2) over {len(runs)} seeds: "
         f"{100 * summary['mean_test_accuracy']:.2f}%")

@@ -169,7 +169,7 @@ def conv_transpose(x, kernel, strides: Any = 1, padding: Any = 0,
   if route == "phases":
     return _crop(_phases(x, kernel, strides, precision), padding, out)
   return backend.conv_general_dilated(
-      x.astype(dtype), _direct_kernel(kernel, groups).astype(dtype),
+      x, _direct_kernel(kernel, groups),
       window_strides=(1,) * n,
       padding=pads, lhs_dilation=strides, rhs_dilation=dilation,
       dimension_numbers=_DIMENSION_NUMBERS[n], feature_group_count=groups,
@@ -197,14 +197,10 @@ def _blocks(x, kernel, strides, precision):
   than its stride: each input position writes its own stride-sized block,
   x[q] times the kernel, zero-padded to the stride (one matrix product,
   then the blocks interleaved with the positions)."""
-  n = len(strides)
-  b, *space, _ = x.shape
-  *k, out, cin = kernel.shape
+  k = kernel.shape[:-2]
   w = jnp.pad(kernel, [(0, s - kk) for kk, s in zip(k, strides)] + [(0, 0), (0, 0)])
   w = jnp.moveaxis(w, -1, 0)  # (in, *strides, out)
-  y = jnp.tensordot(x, w, axes=1, precision=precision)  # (B, *space, *strides, out)
-  order = [0] + [a for i in range(n) for a in (1 + i, 1 + n + i)] + [1 + 2 * n]
-  return y.transpose(order).reshape(b, *(q * s for q, s in zip(space, strides)), out)
+  return _interleave(jnp.tensordot(x, w, axes=1, precision=precision), strides)
 
 
 def _phases(x, kernel, strides, precision):
@@ -231,10 +227,17 @@ def _phases(x, kernel, strides, precision):
   y = backend.conv_general_dilated(
       x, w, window_strides=(1,) * n, padding="VALID",
       dimension_numbers=_DIMENSION_NUMBERS[n], precision=precision)
-  grown = y.shape[1:-1]
-  y = y.reshape(b, *grown, *strides, out)
+  return _interleave(y.reshape(*y.shape[:-1], *strides, out), strides)
+
+
+def _interleave(y, strides):
+  """(B, *positions, *strides, C) -> (B, *(positions x strides), C): each
+  position's block of stride-many outputs put in its place."""
+  n = len(strides)
+  b, *space = y.shape[:1 + n]
   order = [0] + [a for i in range(n) for a in (1 + i, 1 + n + i)] + [1 + 2 * n]
-  return y.transpose(order).reshape(b, *(q * s for q, s in zip(grown, strides)), out)
+  return y.transpose(order).reshape(
+      b, *(q * s for q, s in zip(space, strides)), y.shape[-1])
 
 
 def _crop(full, padding, out):
