@@ -5,9 +5,9 @@ Importing cnnjax changes nothing in the process. The `cnnjax` command calls
 it before it uses JAX:
 
     import cnnjax.runtime
-    cnnjax.runtime.setup()          # XLA CPU flags + the compilation cache
+    cnnjax.runtime.setup()   # XLA CPU flags, allocator, compilation cache
 
-Two settings:
+Three settings:
 
 - XLA CPU flags (`apply_xla_defaults`). On the CPU, XLA 0.10 hands
   convolutions to YNNPACK by default. For the backward pass that path is
@@ -20,6 +20,20 @@ Two settings:
   user set, change nothing for GPU or TPU (they are CPU-only), and are skipped
   with CNNJAX_XLA_DEFAULTS=0 or on a jaxlib that does not know them (an
   unknown flag would abort XLA).
+- glibc's allocator (`apply_malloc_defaults`). XLA's CPU runtime takes one
+  block for all of a step's temporaries (298 MB for ResNet-20 at batch 128)
+  from malloc on every execution; glibc serves a block that size with a
+  fresh mmap and unmaps it on free, so each step faults in every page of it
+  again: 72,779 page faults per ResNet-20 step, about a third of the step's
+  time on two cores (BENCHMARKS.md, "Page faults"). Keeping freed memory in
+  the process (one arena, no mmap for big blocks, no trimming: mallopt
+  M_ARENA_MAX=1, M_MMAP_MAX=0, M_TRIM_THRESHOLD=-1) reuses the same pages
+  step after step. The price: the process keeps its peak heap until it
+  exits, as accelerator allocators do. Skipped with CNNJAX_MALLOC_DEFAULTS=0,
+  when the user set glibc's malloc tunables (GLIBC_TUNABLES glibc.malloc.*,
+  MALLOC_ARENA_MAX, MALLOC_MMAP_MAX_, MALLOC_TRIM_THRESHOLD_, ...) and
+  outside glibc. Must run before JAX starts its threads (each thread that
+  already has an arena keeps it).
 - XLA's persistent compilation cache (`enable_compilation_cache`): compiled
   programs are stored on disk and a second run of the same model loads them
   instead of compiling again. 'auto' is `<user cache dir>/cnnjax/xla`
@@ -30,6 +44,8 @@ Two settings:
 from __future__ import annotations
 
 import os
+import platform
+import sys
 
 CPU_FLAGS = {
     "--xla_cpu_experimental_ynn_fusion_type": "-individual_convolution",
@@ -60,6 +76,34 @@ def apply_xla_defaults() -> list[str]:
   if added:
     os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
   return added
+
+
+# mallopt's parameters (glibc's malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_MALLOC_ENV = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_",
+               "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
+_malloc_applied: list[bool] = []
+
+
+def apply_malloc_defaults() -> bool:
+  """Makes glibc keep and reuse freed memory (see the module docstring);
+  True if it did (now or earlier in this process)."""
+  if _malloc_applied:
+    return _malloc_applied[0]
+  if (os.environ.get("CNNJAX_MALLOC_DEFAULTS", "1") == "0"
+      or sys.platform != "linux" or platform.libc_ver()[0] != "glibc"
+      or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
+      or any(name in os.environ for name in _MALLOC_ENV)):
+    return False
+  import ctypes
+  try:
+    mallopt = ctypes.CDLL(None).mallopt
+  except (OSError, AttributeError):
+    return False
+  done = all(mallopt(parameter, value) == 1 for parameter, value in (
+      (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
+  _malloc_applied[:] = [done]
+  return done
 
 
 def user_cache_dir(*parts: str) -> str:
@@ -120,8 +164,10 @@ def enable_compilation_cache(where: str = "auto", *, explicit: bool = False) -> 
 
 
 def setup(compilation_cache: str | None = "auto") -> None:
-  """The XLA CPU flags, then the compilation cache (None: leave the cache to
-  the config of the run that follows). Call it before JAX computes anything."""
+  """The XLA CPU flags and glibc's allocator settings, then the compilation
+  cache (None: leave the cache to the config of the run that follows). Call
+  it before JAX computes anything."""
   apply_xla_defaults()
+  apply_malloc_defaults()
   if compilation_cache is not None:
     enable_compilation_cache(compilation_cache, explicit=True)

@@ -464,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stopped_before_training)
   runtime.apply_xla_defaults()  # Before anything starts JAX's CPU client.
+  runtime.apply_malloc_defaults()
   try:
     cache = getattr(args, "compilation_cache", None)
     if cache is not None:

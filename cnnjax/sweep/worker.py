@@ -39,6 +39,7 @@ def main() -> int:
   from cnnjax import runtime
 
   runtime.apply_xla_defaults()  # As the CLI does, before JAX starts.
+  runtime.apply_malloc_defaults()
   conn = connection.Connection(int(os.environ.pop(FD_ENV)))
   threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
 
