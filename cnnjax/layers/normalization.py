@@ -21,7 +21,10 @@ torch's running-variance update (the unbiased batch variance), so that a
 model imported from PyTorch and trained here keeps the statistics its torch
 twin would. It overrides `BatchNorm.__call__` with flax's own helpers
 (`flax.linen.normalization._compute_stats`, `_normalize`), changing only
-the running-variance update; flax has no public hook for it.
+the running-variance update; flax has no public hook for it. With the
+oneDNN backend (cnnjax.ops.backend) a float32 training call without mask or
+cross-device axis goes to oneDNN's batch-norm kernel instead
+(`cnnjax.ops.onednn.batch_norm`): the same variables and update.
 """
 
 from __future__ import annotations
@@ -141,6 +144,9 @@ class TorchLikeBatchNorm(nn.BatchNorm):
     ra_var = self.variable("batch_stats", "var",
                            lambda s: jnp.ones(s, stats_dtype), feature_shape)
 
+    if (not use_running_average and not self.is_initializing()
+        and self._onednn_applies(x, feature_axes, mask)):
+      return self._onednn_train(x, feature_shape, reduction_axes, ra_mean, ra_var)
     if use_running_average:
       mean, var = ra_mean.value, ra_var.value
       if not self.force_float32_reductions:
@@ -166,6 +172,37 @@ class TorchLikeBatchNorm(nn.BatchNorm):
         self, x, mean, var, reduction_axes, feature_axes, self.dtype,
         self.param_dtype, self.epsilon, self.use_bias, self.use_scale,
         self.bias_init, self.scale_init, self.force_float32_reductions)
+
+  def _onednn_applies(self, x, feature_axes, mask) -> bool:
+    """Whether oneDNN's batch-norm kernel computes this training call: the
+    oneDNN backend chosen (cnnjax.ops.backend), float32 throughout, channels
+    last, no mask and no cross-device axis."""
+    from cnnjax.ops import backend
+    if backend.active() != "onednn" or mask is not None or self.axis_name is not None:
+      return False
+    from cnnjax.ops import onednn
+    f32 = jnp.dtype(jnp.float32)
+    return (onednn.batch_norm_enabled() and 2 <= x.ndim <= 5
+            and tuple(feature_axes) == (x.ndim - 1,) and jnp.dtype(x.dtype) == f32
+            and jnp.dtype(self.param_dtype) == f32
+            and (self.dtype is None or jnp.dtype(self.dtype) == f32))
+
+  def _onednn_train(self, x, feature_shape, reduction_axes, ra_mean, ra_var):
+    """The training call through `cnnjax.ops.onednn.batch_norm`: the same
+    variables, outputs and running-statistics update as the XLA path."""
+    from cnnjax.ops import onednn
+    scale = (self.param("scale", self.scale_init, feature_shape, self.param_dtype)
+             if self.use_scale else jnp.ones(feature_shape, jnp.float32))
+    shift = (self.param("bias", self.bias_init, feature_shape, self.param_dtype)
+             if self.use_bias else jnp.zeros(feature_shape, jnp.float32))
+    y, mean, var = onednn.batch_norm(x, scale, shift, self.epsilon)
+    batch_var = var
+    if self.unbiased_running_var:
+      batch_var = var * self._bessel_factor(x, reduction_axes, None, var.dtype)
+    m = self.momentum
+    ra_mean.value = m * ra_mean.value + (1 - m) * mean
+    ra_var.value = m * ra_var.value + (1 - m) * batch_var
+    return y
 
   def _bessel_factor(self, x, reduction_axes, mask, dtype):
     """n / (n - 1) per channel (1 where n <= 1), n the elements per channel

@@ -110,6 +110,8 @@ def test_forward_and_both_gradients_equal_xla(case):
 
 
 def test_bfloat16_is_computed_in_bfloat16():
+  """In bfloat16 by oneDNN where the CPU has it, by XLA (the fallback)
+  where it has not: either way a bfloat16 result near float32's."""
   _require_onednn()
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.standard_normal((2, 8, 8, 16)), jnp.bfloat16)
@@ -152,6 +154,78 @@ def test_vmapped_seeds_run_the_handler_per_example():
   reference = _conv(lax.conv_general_dilated, (1, 1), "SAME", (1, 1), 1, 2)
   np.testing.assert_allclose(jax.jit(jax.vmap(ours))(x, w), jax.vmap(reference)(x, w),
                              rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------
+# Batch norm in training
+
+
+def _norm_reference(x, scale, shift, eps):
+  axes = tuple(range(x.ndim - 1))
+  mean = x.mean(axes)
+  var = ((x - mean) ** 2).mean(axes)
+  return (x - mean) / jnp.sqrt(var + eps) * scale + shift, mean, var
+
+
+@pytest.mark.parametrize("shape", [(16, 5), (4, 9, 3), (3, 7, 5, 6), (2, 3, 4, 5, 4)],
+                         ids=["dense", "1d", "2d", "3d"])
+def test_batch_norm_and_its_gradients_equal_the_definition(shape):
+  """Outputs, biased statistics, and the gradients of x, scale and shift,
+  including what flows back from a loss on the mean and variance."""
+  _require_onednn()
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.standard_normal(shape) * 3 + 1, jnp.float32)
+  scale = jnp.asarray(rng.standard_normal(shape[-1]), jnp.float32)
+  shift = jnp.asarray(rng.standard_normal(shape[-1]), jnp.float32)
+  weights = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+  ours = lambda x, s, b: onednn.batch_norm(x, s, b, 1e-3)
+  reference = lambda x, s, b: _norm_reference(x, s, b, 1e-3)
+  for got, expected in zip(jax.jit(ours)(x, scale, shift), reference(x, scale, shift)):
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+  def loss(norm, with_statistics):
+    def value(x, s, b):
+      y, mean, var = norm(x, s, b)
+      extra = (0.3 * mean.sum() + (var ** 2).sum()) if with_statistics else 0.0
+      return (y * weights).sum() + extra
+    return value
+
+  for with_statistics in (False, True):
+    got = jax.jit(jax.grad(loss(ours, with_statistics), (0, 1, 2)))(x, scale, shift)
+    expected = jax.grad(loss(reference, with_statistics), (0, 1, 2))(x, scale, shift)
+    for a, b in zip(got, expected):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_norm_layer_trains_the_same_on_both_backends(restore_backend):
+  """layers.TorchLikeBatchNorm in training: the same output, running
+  statistics and gradients from oneDNN's kernel as from XLA's path, with
+  and without scale and bias; vmapped too."""
+  _require_onednn()
+  rng = np.random.default_rng(6)
+  x = jnp.asarray(rng.standard_normal((6, 5, 5, 4)) * 2 + 0.5, jnp.float32)
+  for kwargs in ({}, {"use_scale": False, "use_bias": False}):
+    norm = layers.TorchLikeBatchNorm(use_running_average=False, **kwargs)
+    variables = norm.init(jax.random.key(0), x)
+    params = {"params": variables.get("params", {})}
+
+    results = {}
+    for name in ("xla", "onednn"):
+      backend.set_conv_backend(name)
+
+      def run(params, x):  # A new function per backend: jit caches by function.
+        y, updated = norm.apply({**params, "batch_stats": variables["batch_stats"]}, x,
+                                mutable=["batch_stats"])
+        return (y * jnp.arange(y.size).reshape(y.shape) / y.size).sum(), (y, updated)
+
+      grads, (y, updated) = jax.jit(jax.grad(run, has_aux=True))(params, x)
+      batched = jax.jit(jax.vmap(lambda x: run(params, x)[1][0]))(jnp.stack([x, x * 2]))
+      text = jax.jit(run).lower(params, x).as_text()
+      results[name] = (y, updated, grads, batched, "cnnjax_dnnl_batch_norm" in text)
+    assert results["onednn"][4] and not results["xla"][4]
+    for a, b in zip(jax.tree.leaves(results["onednn"][:4]),
+                    jax.tree.leaves(results["xla"][:4])):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 # --------------------------------------------------------------------------
