@@ -1,21 +1,17 @@
-"""oneDNN convolutions and batch norm on the CPU through `jax.ffi` (the
-`onednn` extra).
+"""oneDNN convolutions on the CPU through `jax.ffi` (the `onednn` extra).
 
     pip install -e '.[onednn]'          # the oneDNN wheels (about 2 GB)
     CNNJAX_CONV_BACKEND=onednn cnnjax train ...   # or --config.conv_backend=onednn
 
 XLA's CPU convolutions are 2-10x slower than oneDNN's on CNN shapes
-(BENCHMARKS.md, "oneDNN"). This package compiles `ffi.cc` (XLA FFI handlers:
-convolution forward, backward data and backward weights; batch norm in
-training, forward and backward) against the oneDNN
+(BENCHMARKS.md, "oneDNN"). This package compiles `conv.cc` (three XLA FFI
+handlers: forward, backward data, backward weights) against the oneDNN
 wheels and jaxlib's FFI headers on first use, into
 `<$XDG_CACHE_HOME or ~/.cache>/cnnjax/onednn/<hash>/`, the hash covering the
 source, the oneDNN version and jaxlib's; registers the handlers with
 `jax.ffi`; and gives `conv_general_dilated`, a drop-in for
 `lax.conv_general_dilated` whose forward pass and both gradients (a
-`custom_vjp`) call them, and `batch_norm`, which `layers.TorchLikeBatchNorm`
-calls in training (float32, no mask or cross-device axis; set
-CNNJAX_ONEDNN_BATCH_NORM=0 to keep XLA's). What oneDNN is not asked to do goes to
+`custom_vjp`) call them. What oneDNN is not asked to do goes to
 `fallback` (cnnjax.ops.weight_grad's convolution): inputs that are not
 channels-last (N, *spatial, C) with (*window, I / G, O) kernels, input
 dilation (transposed convolutions), batch groups, negative padding, dtypes
@@ -51,17 +47,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.custom_derivatives import SymbolicZero
 
 from cnnjax import runtime
 from cnnjax.errors import CnnjaxError
 
-SOURCE = os.path.join(os.path.dirname(__file__), "ffi.cc")
+SOURCE = os.path.join(os.path.dirname(__file__), "conv.cc")
 TARGETS = {"conv_forward": "CnnjaxDnnlConvForward",
            "conv_backward_data": "CnnjaxDnnlConvBackwardData",
-           "conv_backward_weights": "CnnjaxDnnlConvBackwardWeights",
-           "batch_norm_forward": "CnnjaxDnnlBatchNormForward",
-           "batch_norm_backward": "CnnjaxDnnlBatchNormBackward"}
+           "conv_backward_weights": "CnnjaxDnnlConvBackwardWeights"}
 INSTALL = "pip install -e '.[onednn]'"
 # Bumped when the compiler command changes (part of the cache key).
 BUILD = "2"
@@ -322,71 +315,3 @@ def fallback(*args, **kwargs):
   from cnnjax.ops import weight_grad
   return weight_grad.conv_general_dilated(*args, **kwargs)
 
-
-# --------------------------------------------------------------------------
-# Batch normalization in training (statistics of the batch)
-
-# CNNJAX_ONEDNN_BATCH_NORM=0 keeps batch norm on XLA beside oneDNN's
-# convolutions (for measuring what the oneDNN kernel gains).
-BATCH_NORM_ENV = "CNNJAX_ONEDNN_BATCH_NORM"
-
-
-def batch_norm_enabled() -> bool:
-  return os.environ.get(BATCH_NORM_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def batch_norm(x, scale, shift, epsilon: float):
-  """Batch normalization over every axis of `x` but the last, with this
-  batch's statistics: (y, mean, var), y = (x - mean) / sqrt(var + epsilon)
-  * scale + shift, var the biased variance. oneDNN computes the forward pass
-  and the gradients of x, scale and shift (a `custom_vjp`); cotangents that
-  reach mean or var (a loss on the statistics themselves) are added in JAX.
-  x float32 or bfloat16 of rank 2 to 5, channels last; scale and shift
-  float32 vectors of x.shape[-1] values."""
-  ensure()
-  return _batch_norm(x, scale.astype(jnp.float32), shift.astype(jnp.float32), float(epsilon))
-
-
-def _norm_forward_call(x, scale, shift, epsilon):
-  channel = jax.ShapeDtypeStruct(x.shape[-1:], jnp.float32)
-  return jax.ffi.ffi_call(
-      "cnnjax_dnnl_batch_norm_forward",
-      (jax.ShapeDtypeStruct(x.shape, x.dtype), channel, channel),
-      vmap_method="sequential")(x, scale, shift, epsilon=np.float32(epsilon))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _batch_norm(x, scale, shift, epsilon):
-  return _norm_forward_call(x, scale, shift, epsilon)
-
-
-def _batch_norm_forward(x, scale, shift, epsilon):
-  # symbolic_zeros: the arguments come as CustomVJPPrimal(value, perturbed).
-  x, scale, shift = x.value, scale.value, shift.value
-  y, mean, var = _norm_forward_call(x, scale, shift, epsilon)
-  return (y, mean, var), (x, mean, var, scale)
-
-
-def _batch_norm_backward(epsilon, residuals, cotangents):
-  x, mean, var, scale = residuals
-  dy, dmean, dvar = cotangents
-  if isinstance(dy, SymbolicZero):
-    dy = jnp.zeros(x.shape, x.dtype)
-  channel = jax.ShapeDtypeStruct(x.shape[-1:], jnp.float32)
-  dx, dscale, dshift = jax.ffi.ffi_call(
-      "cnnjax_dnnl_batch_norm_backward",
-      (jax.ShapeDtypeStruct(x.shape, x.dtype), channel, channel),
-      vmap_method="sequential")(x, dy.astype(x.dtype), mean, var, scale,
-                                epsilon=np.float32(epsilon))
-  # mean = sum(x) / m and var = sum((x - mean)^2) / m per channel; their
-  # cotangents are symbolic zeros unless a loss reads the statistics (the
-  # training step only stores them).
-  m = x.size // x.shape[-1]
-  if not isinstance(dmean, SymbolicZero):
-    dx = dx + (dmean / m).astype(x.dtype)
-  if not isinstance(dvar, SymbolicZero):
-    dx = dx + (dvar * 2.0 / m * (x.astype(jnp.float32) - mean)).astype(x.dtype)
-  return dx, dscale, dshift
-
-
-_batch_norm.defvjp(_batch_norm_forward, _batch_norm_backward, symbolic_zeros=True)

@@ -1,6 +1,5 @@
-// oneDNN convolutions and batch normalization as XLA FFI handlers
-// (cnnjax/ops/onednn/__init__.py compiles this file on first use and
-// registers the handlers with jax.ffi).
+// oneDNN convolutions as XLA FFI handlers (cnnjax/ops/onednn/__init__.py
+// compiles this file on first use and registers the handlers with jax.ffi).
 //
 // Layouts are cnnjax's, channels last, so nothing is transposed:
 //   x  (N, *spatial, C)            oneDNN nwc / nhwc / ndhwc
@@ -12,11 +11,6 @@
 // backward weights (x, dy -> dw), each with the attributes strides, padding
 // (low and high per spatial dim), dilation (lax's: 1 = none) and groups.
 // float32 and bfloat16; the three buffers share one type.
-//
-// Two batch-normalization handlers (training: statistics of this batch):
-// forward (x, scale, shift -> y, mean, variance) and backward (x, dy, mean,
-// variance, scale -> dx, dscale, dshift), channels last, x of rank 2 to 5,
-// the variance biased, scale/shift/statistics float32, attribute epsilon.
 //
 // Primitives are built once per shape and kept (a map under a mutex, which
 // also serializes the calls: oneDNN uses every core for each one). oneDNN
@@ -38,10 +32,7 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-enum Kind : int64_t {
-  kForward = 0, kBackwardData = 1, kBackwardWeights = 2,
-  kNormForward = 3, kNormBackward = 4,
-};
+enum Kind : int64_t { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
 
 dnnl::engine& Engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
@@ -284,126 +275,6 @@ ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi:
 }
 
 
-// --------------------------------------------------------------------------
-// Batch normalization (training)
-
-Tag NormTag(size_t rank) {
-  return rank == 2 ? Tag::nc : rank == 3 ? Tag::nwc : rank == 4 ? Tag::nhwc : Tag::ndhwc;
-}
-
-const dnnl::normalization_flags kNormFlags =
-    dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
-
-dnnl::primitive* BuildNorm(Kind kind, const std::vector<int64_t>& shape,
-                           dnnl::memory::data_type type, float epsilon) {
-  int32_t bits;
-  std::memcpy(&bits, &epsilon, sizeof bits);
-  std::vector<int64_t> key = {kind, static_cast<int64_t>(type), bits, -1};
-  key.insert(key.end(), shape.begin(), shape.end());
-  auto& cache = Cache();
-  auto found = cache.find(key);
-  if (found != cache.end()) return &found->second->primitive;
-  dnnl::memory::desc data(ActivationDims(shape), type, NormTag(shape.size()));
-  auto forward = dnnl::batch_normalization_forward::primitive_desc(
-      Engine(), dnnl::prop_kind::forward_training, data, data, epsilon, kNormFlags);
-  auto entry = std::make_unique<Entry>();
-  if (kind == kNormForward) {
-    entry->primitive = dnnl::batch_normalization_forward(forward);
-  } else {
-    auto pd = dnnl::batch_normalization_backward::primitive_desc(
-        Engine(), dnnl::prop_kind::backward, data, data, data, epsilon, kNormFlags, forward);
-    entry->primitive = dnnl::batch_normalization_backward(pd);
-  }
-  dnnl::primitive* result = &entry->primitive;
-  cache.emplace(std::move(key), std::move(entry));
-  return result;
-}
-
-// x: the activations; every per-channel buffer has C float32 elements.
-ffi::Error CheckNorm(const ffi::AnyBuffer& x, std::initializer_list<const ffi::AnyBuffer*> same,
-                     std::initializer_list<const ffi::AnyBuffer*> channel) {
-  auto shape = Shape(x);
-  if (shape.size() < 2 || shape.size() > 5 || Type(x.element_type()) ==
-      dnnl::memory::data_type::undef) {
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                      "oneDNN batch norm: float32 or bfloat16 activations of rank 2 to 5");
-  }
-  for (const auto* b : same) {
-    if (Shape(*b) != shape || b->element_type() != x.element_type()) {
-      return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                        "oneDNN batch norm: activations and their gradients must match");
-    }
-  }
-  for (const auto* b : channel) {
-    if (Shape(*b) != std::vector<int64_t>{shape.back()} ||
-        b->element_type() != ffi::DataType::F32) {
-      return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                        "oneDNN batch norm: scale, shift and statistics are float32 "
-                        "vectors of one value per channel");
-    }
-  }
-  return ffi::Error::Success();
-}
-
-ffi::Error NormForward(ffi::AnyBuffer x, ffi::AnyBuffer scale, ffi::AnyBuffer shift,
-                       ffi::Result<ffi::AnyBuffer> y, ffi::Result<ffi::AnyBuffer> mean,
-                       ffi::Result<ffi::AnyBuffer> variance, float epsilon) {
-  ffi::Error error = CheckNorm(x, {&*y}, {&scale, &shift, &*mean, &*variance});
-  if (error.failure()) return error;
-  try {
-    std::lock_guard<std::mutex> lock(Mutex());
-    auto shape = Shape(x);
-    auto type = Type(x.element_type());
-    dnnl::primitive* p = BuildNorm(kNormForward, shape, type, epsilon);
-    dnnl::engine& engine = Engine();
-    dnnl::memory::desc data(ActivationDims(shape), type, NormTag(shape.size()));
-    dnnl::memory::desc channel({shape.back()}, dnnl::memory::data_type::f32, Tag::a);
-    p->execute(Stream(), {{DNNL_ARG_SRC, dnnl::memory(data, engine, x.untyped_data())},
-                          {DNNL_ARG_DST, dnnl::memory(data, engine, y->untyped_data())},
-                          {DNNL_ARG_SCALE, dnnl::memory(channel, engine, scale.untyped_data())},
-                          {DNNL_ARG_SHIFT, dnnl::memory(channel, engine, shift.untyped_data())},
-                          {DNNL_ARG_MEAN, dnnl::memory(channel, engine, mean->untyped_data())},
-                          {DNNL_ARG_VARIANCE,
-                           dnnl::memory(channel, engine, variance->untyped_data())}});
-    Stream().wait();
-  } catch (const dnnl::error& e) {
-    return ffi::Error(ffi::ErrorCode::kInternal,
-                      std::string("oneDNN batch norm failed: ") + e.what());
-  }
-  return ffi::Error::Success();
-}
-
-ffi::Error NormBackward(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::AnyBuffer mean,
-                        ffi::AnyBuffer variance, ffi::AnyBuffer scale,
-                        ffi::Result<ffi::AnyBuffer> dx, ffi::Result<ffi::AnyBuffer> dscale,
-                        ffi::Result<ffi::AnyBuffer> dshift, float epsilon) {
-  ffi::Error error = CheckNorm(x, {&dy, &*dx}, {&mean, &variance, &scale, &*dscale, &*dshift});
-  if (error.failure()) return error;
-  try {
-    std::lock_guard<std::mutex> lock(Mutex());
-    auto shape = Shape(x);
-    auto type = Type(x.element_type());
-    dnnl::primitive* p = BuildNorm(kNormBackward, shape, type, epsilon);
-    dnnl::engine& engine = Engine();
-    dnnl::memory::desc data(ActivationDims(shape), type, NormTag(shape.size()));
-    dnnl::memory::desc channel({shape.back()}, dnnl::memory::data_type::f32, Tag::a);
-    p->execute(Stream(),
-               {{DNNL_ARG_SRC, dnnl::memory(data, engine, x.untyped_data())},
-                {DNNL_ARG_DIFF_DST, dnnl::memory(data, engine, dy.untyped_data())},
-                {DNNL_ARG_MEAN, dnnl::memory(channel, engine, mean.untyped_data())},
-                {DNNL_ARG_VARIANCE, dnnl::memory(channel, engine, variance.untyped_data())},
-                {DNNL_ARG_SCALE, dnnl::memory(channel, engine, scale.untyped_data())},
-                {DNNL_ARG_DIFF_SRC, dnnl::memory(data, engine, dx->untyped_data())},
-                {DNNL_ARG_DIFF_SCALE, dnnl::memory(channel, engine, dscale->untyped_data())},
-                {DNNL_ARG_DIFF_SHIFT, dnnl::memory(channel, engine, dshift->untyped_data())}});
-    Stream().wait();
-  } catch (const dnnl::error& e) {
-    return ffi::Error(ffi::ErrorCode::kInternal,
-                      std::string("oneDNN batch norm failed: ") + e.what());
-  }
-  return ffi::Error::Success();
-}
-
 }  // namespace
 
 #define CNNJAX_CONV_BINDING                                   \
@@ -421,27 +292,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CnnjaxDnnlConvForward, Forward, CNNJAX_CONV_BINDIN
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CnnjaxDnnlConvBackwardData, BackwardData, CNNJAX_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CnnjaxDnnlConvBackwardWeights, BackwardWeights,
                               CNNJAX_CONV_BINDING);
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(CnnjaxDnnlBatchNormForward, NormForward,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<float>("epsilon"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(CnnjaxDnnlBatchNormBackward, NormBackward,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<float>("epsilon"));
 
 // Creates the CPU engine (ctypes, before any handler runs): 0 on success,
 // otherwise 1 and oneDNN's message in `message`.
