@@ -76,11 +76,48 @@ def _bounds(size: int, chunks: int) -> list[tuple[int, int]]:
   return list(zip(edges[:-1], edges[1:]))
 
 
+def _pad_beforehand(lhs, rhs, numbers, window_strides, padding, lhs_dilation,
+                    rhs_dilation):
+  """(lhs, padding), with the padding applied to lhs (and VALID returned)
+  where a convolution's output is larger than its input along some axis.
+
+  XLA's CPU weight gradient of such a convolution (a 2x2 kernel padded by 1
+  on both sides, or any padding beyond the kernel's reach) takes seconds
+  where the same convolution of the input padded beforehand takes
+  milliseconds (64 -> 128 channels, 2x2 kernel, 32x32 maps, batch 32: 5.1 s
+  against 25 ms). The result is the same: zero padding either way."""
+  if any(d != 1 for d in (lhs_dilation or ())):
+    return lhs, padding  # Transposed convolutions route themselves.
+  spatial = numbers.lhs_spec[2:]
+  window = [rhs.shape[d] for d in numbers.rhs_spec[2:]]
+  dilation = rhs_dilation or (1,) * len(window)
+  reach = [(k - 1) * d + 1 for k, d in zip(window, dilation)]
+  sizes = [lhs.shape[d] for d in spatial]
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(sizes, reach, window_strides, padding)
+  pads = [(int(lo), int(hi)) for lo, hi in padding]
+  if any(p < 0 for pair in pads for p in pair):
+    return lhs, padding
+  grows = any((n + lo + hi - r) // s + 1 > n
+              for n, (lo, hi), r, s in zip(sizes, pads, reach, window_strides))
+  if not grows:
+    return lhs, padding
+  config = [(0, 0, 0)] * lhs.ndim
+  for d, (lo, hi) in zip(spatial, pads):
+    config[d] = (lo, hi, 0)
+  return lax.pad(lhs, jnp.zeros((), lhs.dtype), config), [(0, 0)] * len(pads)
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None,
                          feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None):
-  """`lax.conv_general_dilated`, whose weight gradient is batch-chunked on CPU."""
+  """`lax.conv_general_dilated`, whose weight gradient is batch-chunked on CPU
+  (and whose input is padded beforehand where the output outgrows it)."""
+  numbers = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+  if jax.default_backend() == "cpu":
+    lhs, padding = _pad_beforehand(lhs, rhs, numbers, window_strides, padding,
+                                   lhs_dilation, rhs_dilation)
   conv = functools.partial(
       lax.conv_general_dilated, window_strides=window_strides, padding=padding,
       lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
@@ -88,7 +125,6 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
       feature_group_count=feature_group_count,
       batch_group_count=batch_group_count, precision=precision,
       preferred_element_type=preferred_element_type)
-  numbers = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
   lhs_batch, out_batch = numbers.lhs_spec[0], numbers.out_spec[0]
   batch = lhs.shape[lhs_batch]
   pairs = rhs.shape[numbers.rhs_spec[0]] * rhs.shape[numbers.rhs_spec[1]]

@@ -119,3 +119,31 @@ def test_chunks_override(monkeypatch):
   monkeypatch.setenv("CNNJAX_WEIGHT_GRAD_CHUNKS", "four")
   with pytest.raises(CnnjaxError, match="integer"):
     weight_grad.weight_grad_chunks(128, "cpu")
+
+
+@pytest.mark.parametrize("window, padding, strides", [
+    ((2, 2), ((1, 1), (1, 1)), (1, 1)),  # output 1 larger than the input
+    ((3, 1), ((2, 1), (0, 3)), (1, 1)),  # beyond the kernel's reach
+    ((3, 3), ((1, 1), (2, 2)), (2, 1)),  # one axis grows, the other not
+    ((3, 3), "SAME", (1, 1)),  # does not grow: left as it is
+])
+def test_outgrowing_convolutions_pad_their_input_beforehand(window, padding, strides):
+  """Same values and gradients as lax; where the output outgrows the input
+  the traced convolution has no padding left (its input was padded)."""
+  rng = np.random.default_rng(7)
+  x = jnp.asarray(rng.standard_normal((3, 6, 5, 4)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((*window, 4, 5)), jnp.float32)
+  spec = ("NHWC", "HWIO", "NHWC")
+  ours = lambda x, w: weight_grad.conv_general_dilated(x, w, strides, padding,
+                                                       dimension_numbers=spec)
+  theirs = lambda x, w: lax.conv_general_dilated(x, w, strides, padding,
+                                                 dimension_numbers=spec)
+  np.testing.assert_allclose(ours(x, w), theirs(x, w), rtol=1e-5, atol=1e-5)
+  weights = jnp.asarray(rng.standard_normal(theirs(x, w).shape), jnp.float32)
+  loss = lambda conv: lambda x, w: (conv(x, w) * weights).sum()
+  for a, b in zip(jax.grad(loss(ours), (0, 1))(x, w), jax.grad(loss(theirs), (0, 1))(x, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  text = str(jax.make_jaxpr(ours)(x, w))
+  grows = padding != "SAME"
+  assert ("pad[" in text) == grows
+  assert ("padding=((0, 0), (0, 0))" in text) == grows
