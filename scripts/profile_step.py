@@ -1,0 +1,149 @@
+"""Where one CPU train step spends its time: cnnjax's compiled step op by op
+against its PyTorch twin's, in one process, with the `cnnjax` command's
+process settings (cnnjax.runtime.setup: XLA flags, allocator).
+
+cnnjax: `jax.profiler.trace` of --steps steps with XLA's per-thunk trace
+events (--xla_cpu_enable_xprof_traceme), summed by operation: oneDNN FFI
+calls by their target, XLA fusions by their kind (the name without its
+number). PyTorch: `torch.profiler` of as many steps of the channels-last
+twin, self CPU time per aten op. Also the untimed steps' wall time (median of
+--repeats runs of --steps steps each) and minor page faults per step.
+
+    python scripts/profile_step.py --model resnet20 --conv-backend onednn
+    python scripts/profile_step.py --model lenet5 --conv-backend xla --top 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import re
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+
+def _wall(run, steps, repeats):
+  """(median ms per step, minor page faults per step)."""
+  times, faults = [], 0
+  for _ in range(repeats):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    start = time.perf_counter()
+    run(steps)
+    times.append((time.perf_counter() - start) / steps * 1000)
+    faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+  return statistics.median(times), faults / (steps * repeats)
+
+
+def profile_cnnjax(model, batch, backend_name, steps, repeats):
+  import jax
+
+  from cnnjax.bench import model as bench
+  from cnnjax.ops import backend
+
+  backend.set_conv_backend(backend_name)
+  compiled = bench.compile_step(bench.Options(model, batch_size=batch))
+  hlo = compiled.step.as_text()
+  targets = dict(re.findall(
+      r"%([\w.-]+) = [^\n]*?custom_call_target=\"([^\"]+)\"", hlo))
+  compiled.run(3)
+  wall, faults = _wall(compiled.run, steps, repeats)
+  folder = tempfile.mkdtemp()
+  with jax.profiler.trace(folder):
+    compiled.run(steps)
+  path = glob.glob(os.path.join(folder, "**", "*.xplane.pb"), recursive=True)[0]
+  data = jax.profiler.ProfileData.from_file(path)
+  ops, calls = collections.Counter(), collections.Counter()
+  for plane in data.planes:
+    for line in plane.lines:
+      if "XLAEigen" not in line.name:  # XLA's thunks run on its Eigen pool.
+        continue
+      for event in line.events:
+        if event.name.startswith(("ThunkExecutor", "end:")):
+          continue
+        name = targets.get(event.name) or re.sub(r"\.\d+$", "", event.name)
+        ops[name] += event.duration_ns / 1e6 / steps
+        calls[name] += 1 / steps
+  return wall, faults, ops, calls
+
+
+def profile_torch(model, batch, steps, repeats):
+  import numpy as np
+  import torch
+
+  from cnnjax.bench import model as bench
+  from cnnjax.bench.torch_models import create_torch_model, to_torch_input
+
+  options = bench.Options(model, batch_size=batch)
+  shape = bench.input_shape(options)
+  net = create_torch_model(model, options.num_classes, shape[-1])
+  net = net.to(memory_format=torch.channels_last).train()
+  data = bench.synthetic_batch(options, shape)
+  images = to_torch_input(data["image"]).contiguous(memory_format=torch.channels_last)
+  labels = torch.from_numpy(data["label"].astype(np.int64))
+  optimizer = torch.optim.SGD(net.parameters(), lr=bench.LEARNING_RATE,
+                              momentum=bench.MOMENTUM, weight_decay=bench.WEIGHT_DECAY)
+
+  def run(n):
+    for _ in range(n):
+      optimizer.zero_grad(set_to_none=True)
+      torch.nn.functional.cross_entropy(net(images), labels).backward()
+      optimizer.step()
+
+  run(3)
+  wall, faults = _wall(run, steps, repeats)
+  with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    run(steps)
+  ops, calls = collections.Counter(), collections.Counter()
+  for event in prof.key_averages():
+    if event.self_cpu_time_total > 0:
+      ops[event.key] += event.self_cpu_time_total / 1000 / steps
+      calls[event.key] += event.count / steps
+  return wall, faults, ops, calls
+
+
+def _table(title, wall, faults, ops, calls, top):
+  print(f"\n{title}: {wall:.1f} ms per step untraced (median), {faults:,.0f} page "
+        f"faults per step; op times summed over the traced steps:")
+  total = sum(ops.values())
+  for name, ms in ops.most_common(top):
+    print(f"  {ms:8.2f} ms  {calls[name]:6.0f} calls  {name}")
+  rest = total - sum(ms for _, ms in ops.most_common(top))
+  print(f"  {rest:8.2f} ms  (the rest)\n  {total:8.2f} ms  in all")
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--model", default="resnet20")
+  parser.add_argument("--batch-size", type=int, default=128)
+  parser.add_argument("--conv-backend", default="onednn", choices=("xla", "onednn"))
+  parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--top", type=int, default=20)
+  parser.add_argument("--no-torch", action="store_true")
+  args = parser.parse_args(argv)
+  flag = "--xla_cpu_enable_xprof_traceme=true"
+  if flag not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+  from cnnjax import runtime
+  from cnnjax.bench.compat import cpu_model
+  runtime.setup(compilation_cache=None)
+  import jax
+  print(f"{cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__}; "
+        f"{args.model}, batch {args.batch_size}")
+  _table(f"cnnjax ({args.conv_backend} convolutions)",
+         *profile_cnnjax(args.model, args.batch_size, args.conv_backend, args.steps,
+                         args.repeats), args.top)
+  if not args.no_torch:
+    import torch
+    _table(f"torch {torch.__version__} (channels-last, {torch.get_num_threads()} threads)",
+           *profile_torch(args.model, args.batch_size, args.steps, args.repeats), args.top)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
