@@ -426,7 +426,9 @@ def test_seeds_trained_together_match_seeds_trained_alone(tmp_path):
     again = loop.train_and_evaluate(
         tiny_mnist1d_config(num_steps=20, eval_every=20, checkpoint_every=10,
                             seed=run["seed"]), run["workdir"])
-    assert again["final"] == run["result"]["final"]
+    # Its evaluation runs again, unvmapped: equal up to float rounding (on
+    # an AMD EPYC the vmapped and the plain loss differ in the 9th digit).
+    assert again["final"] == pytest.approx(run["result"]["final"], rel=1e-6)
   assert (summary.rows[0]["test/accuracy_mean"] ==
           pytest.approx(np.mean([r["result"]["final"]["test/accuracy"]
                                  for r in summary.runs])))
