@@ -21,7 +21,10 @@ reports:
 With `compare='torch'` the same network (`cnnjax.bench.torch_models`) trains
 on the same batch shape in PyTorch eager, timed the same way, in both memory
 layouts (channels-first and channels-last; the faster one is the reference),
-and `ratio` = images_per_s / torch_images_per_s.
+and `ratio` = images_per_s / torch_images_per_s. The timed runs then take
+turns (`interleaved_rates`: one run of cnnjax and of each layout per round,
+in rotating order), so that a slow spell of a shared machine falls on every
+contender alike instead of on whichever was being timed.
 """
 
 from __future__ import annotations
@@ -214,40 +217,58 @@ def compile_step(options: Options) -> CompiledStep:
   return CompiledStep(compiled, state, batch, rng, compile_s, dp.num_devices, shape)
 
 
-def benchmark_cnnjax(options: Options) -> dict[str, Any]:
+@dataclasses.dataclass
+class Timed:
+  """One contender: `run()` processes `count` images (and waits for them);
+  `finish(rates)` turns the timed runs' images/s into its result."""
+  run: Any
+  count: int
+  finish: Any
+
+
+def prepare_cnnjax(options: Options) -> Timed:
+  """Compiles and warms up cnnjax's step; nothing is timed yet."""
   step = compile_step(options)
   cost = _cost(step.step)
   # The cost of the partitioned program is one device's share.
   flops = float(cost.get("flops", float("nan"))) * step.num_devices
   if options.warmup:
     step.run(options.warmup)
-  count = options.steps * options.batch_size
   holder = []
-  rate, rates = _median_rate(lambda: holder.append(step.run(options.steps)),
-                             count, options.repeats)
-  metrics = jax.device_get(holder[-1])
-  loss = float(metrics["loss"] / metrics["count"])
 
-  stats = jax.devices()[0].memory_stats() or {}
-  peak_memory = stats.get("peak_bytes_in_use") or _memory_bytes(step.step)
-  peak, peak_source = device_peak(options.dtype)
-  flops_per_image = flops / options.batch_size
-  achieved = flops_per_image * rate
-  return {
-      "images_per_s": rate,
-      "images_per_s_runs": rates,
-      "step_ms": 1000 * options.batch_size / rate,
-      "compile_s": step.compile_s,
-      "flops_per_image": flops_per_image,
-      "achieved_flops": achieved,
-      "peak_flops": peak,
-      "peak_flops_source": peak_source,
-      "utilization": achieved / peak if peak == peak else None,
-      "peak_memory_bytes": peak_memory,
-      "final_loss": loss,
-      "num_devices": step.num_devices,
-      "input_shape": list(step.input_shape),
-  }
+  def finish(rates: list[float]) -> dict[str, Any]:
+    rate = statistics.median(rates)
+    metrics = jax.device_get(holder[-1])
+    loss = float(metrics["loss"] / metrics["count"])
+    stats = jax.devices()[0].memory_stats() or {}
+    peak_memory = stats.get("peak_bytes_in_use") or _memory_bytes(step.step)
+    peak, peak_source = device_peak(options.dtype)
+    flops_per_image = flops / options.batch_size
+    achieved = flops_per_image * rate
+    return {
+        "images_per_s": rate,
+        "images_per_s_runs": rates,
+        "step_ms": 1000 * options.batch_size / rate,
+        "compile_s": step.compile_s,
+        "flops_per_image": flops_per_image,
+        "achieved_flops": achieved,
+        "peak_flops": peak,
+        "peak_flops_source": peak_source,
+        "utilization": achieved / peak if peak == peak else None,
+        "peak_memory_bytes": peak_memory,
+        "final_loss": loss,
+        "num_devices": step.num_devices,
+        "input_shape": list(step.input_shape),
+    }
+
+  return Timed(lambda: holder.append(step.run(options.steps)),
+               options.steps * options.batch_size, finish)
+
+
+def benchmark_cnnjax(options: Options) -> dict[str, Any]:
+  timed = prepare_cnnjax(options)
+  _, rates = _median_rate(timed.run, timed.count, options.repeats)
+  return timed.finish(rates)
 
 
 # -- PyTorch --------------------------------------------------------------------
@@ -261,8 +282,8 @@ def _import_torch():
   return torch
 
 
-def benchmark_torch(options: Options, layout: str) -> dict[str, Any]:
-  """The PyTorch twin's eager train step, on the same batch shape."""
+def prepare_torch(options: Options, layout: str) -> Timed:
+  """The PyTorch twin's eager train step, on the same batch shape, warmed up."""
   torch = _import_torch()
   from cnnjax.bench.torch_models import create_torch_model, to_torch_input
 
@@ -296,14 +317,39 @@ def benchmark_torch(options: Options, layout: str) -> dict[str, Any]:
 
   if options.warmup:
     run(options.warmup)
-  count = options.steps * options.batch_size
   losses = []
-  rate, rates = _median_rate(lambda: losses.append(run(options.steps)), count,
-                             options.repeats)
-  return {"images_per_s": rate, "images_per_s_runs": rates,
-          "step_ms": 1000 * options.batch_size / rate,
-          "device": str(device), "threads": torch.get_num_threads(),
-          "version": torch.__version__, "final_loss": losses[-1].item()}
+
+  def finish(rates: list[float]) -> dict[str, Any]:
+    rate = statistics.median(rates)
+    return {"images_per_s": rate, "images_per_s_runs": rates,
+            "step_ms": 1000 * options.batch_size / rate,
+            "device": str(device), "threads": torch.get_num_threads(),
+            "version": torch.__version__, "final_loss": losses[-1].item()}
+
+  return Timed(lambda: losses.append(run(options.steps)),
+               options.steps * options.batch_size, finish)
+
+
+def benchmark_torch(options: Options, layout: str) -> dict[str, Any]:
+  timed = prepare_torch(options, layout)
+  _, rates = _median_rate(timed.run, timed.count, options.repeats)
+  return timed.finish(rates)
+
+
+def interleaved_rates(contenders: dict[str, Timed], repeats: int) -> dict[str, list[float]]:
+  """images/s of `repeats` timed runs of each contender, taken in turns (one
+  run of each per round, the order rotating every round), so that a slow
+  spell of a shared machine slows every contender alike."""
+  names = list(contenders)
+  rates: dict[str, list[float]] = {name: [] for name in names}
+  for round_ in range(repeats):
+    shift = round_ % len(names)
+    for name in names[shift:] + names[:shift]:
+      timed = contenders[name]
+      start = time.perf_counter()
+      timed.run()
+      rates[name].append(timed.count / (time.perf_counter() - start))
+  return rates
 
 
 # -- the whole benchmark ----------------------------------------------------------
@@ -328,15 +374,20 @@ def benchmark_model(options: Options) -> dict[str, Any]:
             "dtype": options.dtype, "steps": options.steps,
             "repeats": options.repeats, **environment(),
             "conv_backend": conv_backend.active()}
-  result.update(benchmark_cnnjax(options))
-  if options.compare == "torch":
-    runs = {layout: benchmark_torch(options, layout)
-            for layout in options.torch_layouts}
-    best = max(runs, key=lambda k: runs[k]["images_per_s"])
-    result["torch"] = runs
-    result["torch_layout"] = best
-    result["torch_images_per_s"] = runs[best]["images_per_s"]
-    result["ratio"] = result["images_per_s"] / result["torch_images_per_s"]
+  if options.compare != "torch":
+    result.update(benchmark_cnnjax(options))
+    return result
+  contenders = {"cnnjax": prepare_cnnjax(options)}
+  for layout in options.torch_layouts:
+    contenders[layout] = prepare_torch(options, layout)
+  rates = interleaved_rates(contenders, options.repeats)
+  result.update(contenders.pop("cnnjax").finish(rates.pop("cnnjax")))
+  runs = {layout: timed.finish(rates[layout]) for layout, timed in contenders.items()}
+  best = max(runs, key=lambda k: runs[k]["images_per_s"])
+  result["torch"] = runs
+  result["torch_layout"] = best
+  result["torch_images_per_s"] = runs[best]["images_per_s"]
+  result["ratio"] = result["images_per_s"] / result["torch_images_per_s"]
   return result
 
 
@@ -356,7 +407,8 @@ def format_result(r: dict[str, Any]) -> str:
       ("device", f"{r['device']} x{r['num_devices']}  (jax {r['jax']}; convolutions: "
                  f"{r.get('conv_backend', 'xla')})"),
       ("train step", f"{r['images_per_s']:.1f} images/s  ({r['step_ms']:.1f} ms/step, "
-                     f"median of {r['repeats']} x {r['steps']} steps)"),
+                     f"median of {r['repeats']} x {r['steps']} steps"
+                     + (", timed in turns with torch's)" if "torch" in r else ")")),
       ("compile", f"{r['compile_s']:.2f} s"),
       ("FLOPs/image", _si(r["flops_per_image"], "FLOP")),
       ("achieved", f"{_si(r['achieved_flops'], 'FLOP/s')}  of "

@@ -176,3 +176,16 @@ def test_the_cpu_flags_take_effect_in_a_fresh_process(cli_env):
       [CLI[0], "-c", code], env=env, capture_output=True, text=True, timeout=120)
   assert run(cli_env).stdout.strip() == "False"
   assert run(dict(cli_env, CNNJAX_XLA_DEFAULTS="0")).stdout.strip() == "True"
+
+
+def test_contenders_are_timed_in_turns_in_rotating_order():
+  """--compare torch: one run of each contender per round, the first one
+  changing every round, so no contender always runs after the same one."""
+  calls = []
+  contenders = {name: bench.Timed(run=lambda name=name: calls.append(name), count=10,
+                                  finish=None) for name in ("cnnjax", "cf", "cl")}
+  rates = bench.interleaved_rates(contenders, repeats=4)
+  assert calls == ["cnnjax", "cf", "cl", "cf", "cl", "cnnjax", "cl", "cnnjax", "cf",
+                   "cnnjax", "cf", "cl"]
+  assert {name: len(r) for name, r in rates.items()} == {"cnnjax": 4, "cf": 4, "cl": 4}
+  assert all(rate > 0 for r in rates.values() for rate in r)
