@@ -15,7 +15,8 @@
 // Primitives are built once per shape and kept (a map under a mutex, which
 // also serializes the calls: oneDNN uses every core for each one). oneDNN
 // may want the weights in a blocked layout: they are reordered into a
-// buffer kept beside the primitive, and back for the weight gradient.
+// buffer kept beside the primitive, and back for the weight gradient, by
+// reorder primitives built with it.
 
 #include <cstdint>
 #include <cstring>
@@ -49,6 +50,7 @@ struct Entry {
   dnnl::memory::desc src, weights, dst;  // what the primitive takes
   dnnl::memory::desc user_weights;       // cnnjax's (*window, I/G, O)
   std::unique_ptr<dnnl::memory> blocked;  // weights in the primitive's layout
+  dnnl::reorder to_blocked, from_blocked;  // built once, with the primitive
 };
 
 std::mutex& Mutex() {
@@ -157,6 +159,13 @@ Entry* Build(Kind kind, const Geometry& g) {
   }
   if (entry->weights != user_weights) {
     entry->blocked = std::make_unique<dnnl::memory>(entry->weights, Engine());
+    if (kind == kBackwardWeights) {
+      entry->from_blocked = dnnl::reorder(dnnl::reorder::primitive_desc(
+          Engine(), entry->weights, Engine(), user_weights));
+    } else {
+      entry->to_blocked = dnnl::reorder(dnnl::reorder::primitive_desc(
+          Engine(), user_weights, Engine(), entry->weights));
+    }
   }
   Entry* result = entry.get();
   cache.emplace(std::move(key), std::move(entry));
@@ -231,7 +240,7 @@ ffi::Error Run(Kind kind, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::AnyBuffer out
     dnnl::memory w_user(e->user_weights, engine, w_data);
     dnnl::memory w = e->blocked ? *e->blocked : w_user;
     if (e->blocked && kind != kBackwardWeights) {
-      dnnl::reorder(w_user, w).execute(stream, w_user, w);
+      e->to_blocked.execute(stream, w_user, w);
     }
     if (kind == kForward) {
       e->primitive.execute(stream, {{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, y}});
@@ -241,7 +250,7 @@ ffi::Error Run(Kind kind, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::AnyBuffer out
     } else {
       e->primitive.execute(stream, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_WEIGHTS, w},
                                     {DNNL_ARG_DIFF_DST, y}});
-      if (e->blocked) dnnl::reorder(w, w_user).execute(stream, w, w_user);
+      if (e->blocked) e->from_blocked.execute(stream, w, w_user);
     }
     stream.wait();
   } catch (const dnnl::error& e) {
