@@ -24,7 +24,7 @@ twin would. It overrides `BatchNorm.__call__` with flax's own helpers
 the running-variance update; flax has no public hook for it. On the CPU a
 float32 training call without mask or cross-device axis computes the same
 function through `cnnjax.ops.norm.batch_norm_train`, whose hand-derived
-gradient XLA's CPU backend runs in far fewer passes than flax's autodiff.
+gradient XLA's CPU backend runs in fewer passes than flax's autodiff.
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ computes, with a `custom_vjp` that gives XLA the textbook gradient:
     dx = scale * rstd * (dy - sum(dy) / m - (x - mean) * rstd^2 * sum(dy * (x - mean)) / m)
 
 so the backward pass is one reduction over (x, dy) and one elementwise
-pass, and the forward pass one reduction and one elementwise pass. Autodiff
-of flax's forward makes XLA's CPU backend run about three times as many
-passes over the activations: the ResNet-20 shapes at batch 128 take 1.8x as
-long forward and backward (BENCHMARKS.md, "Batch norm"). Cotangents that
+pass, and the forward pass one reduction and one elementwise pass, where
+autodiff of flax's forward gives XLA's CPU backend more passes over the
+activations: BN + ReLU forward and backward at ResNet-20's shapes (batch
+128) take 1.2-1.3x as long through flax's path
+(`scripts/bench_batch_norm.py`, BENCHMARKS.md). Cotangents that
 reach `mean` or `var` (a loss on the statistics themselves) are added in
 JAX; the training step only stores them, and they cost nothing then.
 """
