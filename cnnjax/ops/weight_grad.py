@@ -76,7 +76,7 @@ def _bounds(size: int, chunks: int) -> list[tuple[int, int]]:
   return list(zip(edges[:-1], edges[1:]))
 
 
-def _pad_beforehand(lhs, rhs, numbers, window_strides, padding, lhs_dilation,
+def _pad_beforehand(lhs, rhs, spec, window_strides, padding, lhs_dilation,
                     rhs_dilation):
   """(lhs, padding), with the padding applied to lhs (and VALID returned)
   where a convolution's output is larger than its input along some axis.
@@ -88,11 +88,13 @@ def _pad_beforehand(lhs, rhs, numbers, window_strides, padding, lhs_dilation,
   against 25 ms). The result is the same: zero padding either way."""
   if any(d != 1 for d in (lhs_dilation or ())):
     return lhs, padding  # Transposed convolutions route themselves.
-  spatial = numbers.lhs_spec[2:]
-  window = [rhs.shape[d] for d in numbers.rhs_spec[2:]]
+  spatial = spec.lhs_spec[2:]
+  window = [rhs.shape[d] for d in spec.rhs_spec[2:]]
   dilation = rhs_dilation or (1,) * len(window)
   reach = [(k - 1) * d + 1 for k, d in zip(window, dilation)]
   sizes = [lhs.shape[d] for d in spatial]
+  if not all(isinstance(n, numbers.Integral) for n in sizes):
+    return lhs, padding  # Symbolic sizes (an export): XLA's own padding.
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(sizes, reach, window_strides, padding)
   pads = [(int(lo), int(hi)) for lo, hi in padding]

@@ -314,4 +314,3 @@ def fallback(*args, **kwargs):
   """What runs where oneDNN does not: cnnjax's XLA convolution."""
   from cnnjax.ops import weight_grad
   return weight_grad.conv_general_dilated(*args, **kwargs)
-

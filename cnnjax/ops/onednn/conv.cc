@@ -283,7 +283,6 @@ ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi:
              groups);
 }
 
-
 }  // namespace
 
 #define CNNJAX_CONV_BINDING                                   \
