@@ -11,6 +11,7 @@ twin, self CPU time per aten op. Also the untimed steps' wall time (median of
 
     python scripts/profile_step.py --model resnet20 --conv-backend onednn
     python scripts/profile_step.py --model lenet5 --conv-backend xla --top 15
+    python scripts/profile_step.py --model resnet18 --image-size 224 --batch-size 32 --steps 2
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ def _wall(run, steps, repeats):
   return statistics.median(times), faults / (steps * repeats)
 
 
-def profile_cnnjax(model, batch, backend_name, steps, repeats):
+def profile_cnnjax(model, batch, image_size, backend_name, steps, repeats):
   import jax
 
   from cnnjax.bench import model as bench
   from cnnjax.ops import backend
 
   backend.set_conv_backend(backend_name)
-  compiled = bench.compile_step(bench.Options(model, batch_size=batch))
+  compiled = bench.compile_step(bench.Options(model, batch_size=batch, image_size=image_size))
   hlo = compiled.step.as_text()
   targets = dict(re.findall(
       r"%([\w.-]+) = [^\n]*?custom_call_target=\"([^\"]+)\"", hlo))
@@ -71,14 +72,14 @@ def profile_cnnjax(model, batch, backend_name, steps, repeats):
   return wall, faults, ops, calls
 
 
-def profile_torch(model, batch, steps, repeats):
+def profile_torch(model, batch, image_size, steps, repeats):
   import numpy as np
   import torch
 
   from cnnjax.bench import model as bench
   from cnnjax.bench.torch_models import create_torch_model, to_torch_input
 
-  options = bench.Options(model, batch_size=batch)
+  options = bench.Options(model, batch_size=batch, image_size=image_size)
   shape = bench.input_shape(options)
   net = create_torch_model(model, options.num_classes, shape[-1])
   net = net.to(memory_format=torch.channels_last).train()
@@ -120,6 +121,7 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", default="resnet20")
   parser.add_argument("--batch-size", type=int, default=128)
+  parser.add_argument("--image-size", type=int, default=None)
   parser.add_argument("--conv-backend", default="onednn", choices=("xla", "onednn"))
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--repeats", type=int, default=3)
@@ -136,12 +138,13 @@ def main(argv=None):
   print(f"{cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__}; "
         f"{args.model}, batch {args.batch_size}")
   _table(f"cnnjax ({args.conv_backend} convolutions)",
-         *profile_cnnjax(args.model, args.batch_size, args.conv_backend, args.steps,
-                         args.repeats), args.top)
+         *profile_cnnjax(args.model, args.batch_size, args.image_size, args.conv_backend,
+                         args.steps, args.repeats), args.top)
   if not args.no_torch:
     import torch
     _table(f"torch {torch.__version__} (channels-last, {torch.get_num_threads()} threads)",
-           *profile_torch(args.model, args.batch_size, args.steps, args.repeats), args.top)
+           *profile_torch(args.model, args.batch_size, args.image_size, args.steps,
+                          args.repeats), args.top)
   return 0
 
 
