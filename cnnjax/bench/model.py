@@ -265,12 +265,6 @@ def prepare_cnnjax(options: Options) -> Timed:
                options.steps * options.batch_size, finish)
 
 
-def benchmark_cnnjax(options: Options) -> dict[str, Any]:
-  timed = prepare_cnnjax(options)
-  _, rates = _median_rate(timed.run, timed.count, options.repeats)
-  return timed.finish(rates)
-
-
 # -- PyTorch --------------------------------------------------------------------
 
 def _import_torch():
@@ -330,12 +324,6 @@ def prepare_torch(options: Options, layout: str) -> Timed:
                options.steps * options.batch_size, finish)
 
 
-def benchmark_torch(options: Options, layout: str) -> dict[str, Any]:
-  timed = prepare_torch(options, layout)
-  _, rates = _median_rate(timed.run, timed.count, options.repeats)
-  return timed.finish(rates)
-
-
 def interleaved_rates(contenders: dict[str, Timed], repeats: int) -> dict[str, list[float]]:
   """images/s of `repeats` timed runs of each contender, taken in turns (one
   run of each per round, the order rotating every round), so that a slow
@@ -374,14 +362,14 @@ def benchmark_model(options: Options) -> dict[str, Any]:
             "dtype": options.dtype, "steps": options.steps,
             "repeats": options.repeats, **environment(),
             "conv_backend": conv_backend.active()}
-  if options.compare != "torch":
-    result.update(benchmark_cnnjax(options))
-    return result
   contenders = {"cnnjax": prepare_cnnjax(options)}
-  for layout in options.torch_layouts:
-    contenders[layout] = prepare_torch(options, layout)
+  if options.compare == "torch":
+    for layout in options.torch_layouts:
+      contenders[layout] = prepare_torch(options, layout)
   rates = interleaved_rates(contenders, options.repeats)
   result.update(contenders.pop("cnnjax").finish(rates.pop("cnnjax")))
+  if not contenders:
+    return result
   runs = {layout: timed.finish(rates[layout]) for layout, timed in contenders.items()}
   best = max(runs, key=lambda k: runs[k]["images_per_s"])
   result["torch"] = runs
