@@ -58,6 +58,31 @@ def test_second_derivatives_through_the_custom_gradient():
                              jax.jvp(jax.grad(g), (x,), (v,))[1], rtol=1e-3, atol=1e-3)
 
 
+def test_gradients_inside_shard_map_match_the_definition():
+  """Per-device batch norm (train.per_device_batch_norm) runs the layer in
+  shard_map, where x varies over the mesh axis and the parameters do not:
+  the custom gradient must come back with the parameters' types (CI caught
+  a ValueError here) and equal autodiff of the definition."""
+  from jax.sharding import Mesh
+  from jax.sharding import PartitionSpec as P
+  mesh = Mesh(jax.devices()[:1], ("data",))
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.standard_normal((4, 3, 3, 5)), jnp.float32)
+  scale = jnp.asarray(rng.standard_normal(5), jnp.float32)
+  weights = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+
+  def grads(fn):
+    def per_device(scale, shift, x, weights):
+      loss = lambda s, b: (fn(x, s, b, 1e-5)[0] * weights).sum()  # noqa: E731
+      return jax.lax.pmean(jax.grad(loss, (0, 1))(scale, shift), "data")
+    return jax.jit(jax.shard_map(per_device, mesh=mesh,
+                                 in_specs=(P(), P(), P("data"), P("data")),
+                                 out_specs=P()))(scale, jnp.zeros(5), x, weights)
+
+  for a, b in zip(grads(norm.batch_norm_train), grads(_reference)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("kwargs", [{}, {"use_scale": False, "use_bias": False}],
                          ids=["affine", "plain"])
 def test_the_layer_trains_as_flax_batchnorm(kwargs):
