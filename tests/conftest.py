@@ -25,6 +25,28 @@ if os.environ.get("CNNJAX_TEST_QUICK_COMPILE", "1") != "0":
                              TEST_XLA_FLAGS).strip()
 
 
+# Deeper or wider members of a model family whose shallower member's code
+# the default suite already traces, builds and counts: their own checks
+# (parameter counts, summaries) run in the slow tier (`pytest -m slow`, and
+# in CI). Keeps the default suite within its 5 minutes on 2 cores.
+DEEPER_SIBLINGS = frozenset({
+    "resnet1202", "resnet101", "resnet152", "plain101", "plain152",
+    "preact_resnet101", "preact_resnet152", "preact_resnet110",
+    "resnet44", "resnet56", "resnet110", "plain44", "plain56", "plain110",
+    "densenet169", "densenet201", "wrn28_10", "resnext101_32x8d",
+    "wide_resnet101_2", "vgg19", "vgg19_bn",
+    # 2 to 8 s each on 2 cores: densenet121 / densenet40_k12 / preact_resnet18
+    # / oct_resnet20 / googlenet / resnet18_3d run the same code by default.
+    "densenet161", "densenet_bc100_k12", "preact_resnet164", "oct_resnet50",
+    "googlenet_tv", "preact_resnet50", "resnet50_3d"})
+
+
+def slow_if_deeper(names):
+  """`names` as pytest parameters, the DEEPER_SIBLINGS marked slow."""
+  return [pytest.param(n, marks=pytest.mark.slow) if n in DEEPER_SIBLINGS else n
+          for n in names]
+
+
 def tiny_mnist1d_config(**changes):
   """The MNIST-1D CNN recipe on 1,000 generated signals, 40 steps."""
   from cnnjax.config import load_config, set_value

@@ -15,6 +15,7 @@ from cnnjax.analysis import (LayerGeometry, ReceptiveField, conv_output_shape,
 from cnnjax.cli import main
 from cnnjax.errors import CnnjaxError
 from cnnjax.models import list_models
+from conftest import slow_if_deeper
 
 
 @pytest.mark.parametrize("stride, expected", [(1, 5), (2, 3)])
@@ -155,20 +156,7 @@ def test_summary_counts_parameters_flops_and_memory_of_lenet5():
 
 # Deeper copies of a shallower sibling's blocks (same code path, more of
 # them) are summarized only with -m slow; so are the thousand-layer ones.
-DEEPER_SIBLINGS = {
-    "resnet1202", "resnet101", "resnet152", "plain101", "plain152",
-    "preact_resnet101", "preact_resnet152", "preact_resnet110",
-    "resnet44", "resnet56", "resnet110", "plain44", "plain56", "plain110",
-    "densenet169", "densenet201", "wrn28_10", "resnext101_32x8d",
-    "wide_resnet101_2", "vgg19", "vgg19_bn",
-    # 2 to 3.5 s each: densenet121 / densenet40_k12 / preact_resnet18 /
-    # oct_resnet20 run their code by default.
-    "densenet161", "densenet_bc100_k12", "preact_resnet164", "oct_resnet50"}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.slow) if n in DEEPER_SIBLINGS else n
-    for n in list_models()])
+@pytest.mark.parametrize("name", slow_if_deeper(list_models()))
 def test_summary_works_for_every_registered_model(name):
   s = summarize(name, xla_flops=False)
   assert s.rows and s.params > 0

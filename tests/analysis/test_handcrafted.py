@@ -119,6 +119,7 @@ def test_feature_vectors_have_a_fixed_length_per_kind():
     handcrafted.feature_vectors(images, "sift")
 
 
+@pytest.mark.slow  # 4-12 s on 2 cores: the slow tier (and CI) runs it
 def test_the_analysis_scores_every_feature_set(tmp_path):
   pytest.importorskip("sklearn")
   from conftest import tiny_mnist1d_config

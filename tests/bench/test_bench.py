@@ -162,6 +162,7 @@ def test_xla_cpu_flags_are_added_but_never_override_the_user(monkeypatch):
   assert runtime.apply_xla_defaults() == [] and __import__("os").environ["XLA_FLAGS"] == ""
 
 
+@pytest.mark.slow  # 4-12 s on 2 cores: the slow tier (and CI) runs it
 def test_the_cpu_flags_take_effect_in_a_fresh_process(cli_env):
   """The weight gradient of a convolution is compiled without YNNPACK."""
   code = (

@@ -14,7 +14,7 @@ import cnnjax.models.ecg  # noqa: F401
 from cnnjax.errors import CnnjaxError
 from cnnjax.models import create_model, list_models, model_input_shape
 from cnnjax.layers import ZeroPadShortcut
-from conftest import random_variables
+from conftest import random_variables, slow_if_deeper
 
 # Parameter counts for each model's registered input and classes (10; 12 for
 # the ECG network). Paper numbers: He et al. 2015 Table 6 (0.27M, 0.46M,
@@ -94,9 +94,9 @@ def test_every_model_of_these_families_is_pinned():
   assert sorted(ours) == sorted(PARAMS)
 
 
-# ResNet-1202's count (6 s to trace) is also pinned by tests/models/test_models.py.
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow])
-                                  if n == "resnet1202" else n for n in sorted(PARAMS)])
+# The deeper siblings' counts (ResNet-1202's takes 6 s to trace) run in the
+# slow tier; tests/models/test_models.py pins them too.
+@pytest.mark.parametrize("name", slow_if_deeper(sorted(PARAMS)))
 def test_parameter_count(name):
   model = create_model(name)
   x = jax.ShapeDtypeStruct((1, *model_input_shape(name)), jnp.float32)

@@ -19,7 +19,7 @@ from cnnjax.models.googlenet import (INCEPTION_TABLE, AuxClassifier,
                                      Inception, NaiveInception)
 from cnnjax.train.losses import softmax_cross_entropy
 from cnnjax.train.step import split_outputs
-from conftest import random_variables
+from conftest import DEEPER_SIBLINGS, random_variables
 
 # (name, overrides) -> trainable parameters at the registered input shape,
 # with each model's registered number of classes (1000 for ImageNet nets).
@@ -72,7 +72,9 @@ def _summary(name, **overrides):
   return summarize(name, xla_flops=False, **overrides)
 
 
-@pytest.mark.parametrize("name, overrides", list(PARAMS))
+@pytest.mark.parametrize("name, overrides", [
+    pytest.param(*key, marks=pytest.mark.slow) if key[0] in DEEPER_SIBLINGS else key
+    for key in PARAMS])
 def test_parameter_count(name, overrides):
   variables = _abstract_init(create_model(name, **dict(overrides)),
                              model_input_shape(name))
@@ -81,7 +83,7 @@ def test_parameter_count(name, overrides):
 
 @pytest.mark.parametrize("name, gmacs, tolerance", [
     ("densenet121", 2.83, 0.02),  # torchvision: 2.83 GFLOPS (multiply-adds).
-    ("densenet161", 7.73, 0.02),  # torchvision: 7.73.
+    pytest.param("densenet161", 7.73, 0.02, marks=pytest.mark.slow),  # torchvision: 7.73.
     ("googlenet_tv", 1.50, 0.02),  # torchvision: 1.50.
     # The paper's "1.5 billion multiply-adds"; its 5x5 branches (and the
     # aux heads, which also run in inference) make it 1.59.
@@ -273,7 +275,8 @@ def test_inception_block_paths_get_gradients():
 
 
 @pytest.mark.parametrize("name, features", [
-    ("densenet_bc100_k12", 342), ("densenet40_k12", 448), ("googlenet", 1024)])
+    pytest.param("densenet_bc100_k12", 342, marks=pytest.mark.slow),
+    ("densenet40_k12", 448), ("googlenet", 1024)])
 def test_num_classes_zero_returns_pooled_features(name, features):
   model = create_model(name, num_classes=0)
   x = jnp.zeros((2, *model_input_shape(name)))

@@ -10,7 +10,7 @@ from cnnjax.errors import CnnjaxError
 from cnnjax.models import (create_model, list_models, model_input_dtype,
                            model_input_shape, register_model)
 from cnnjax.ops import random as random_ops
-from conftest import QUICK_COMPILE, random_variables
+from conftest import QUICK_COMPILE, random_variables, slow_if_deeper
 
 # Pinned parameter counts at each model's default classes and input: 1000
 # classes for the ImageNet networks (torchvision's counts where it has the
@@ -148,13 +148,9 @@ DENSE_OUTPUTS = {
                               "classes": (2, m.detections), "valid": (2, m.detections)},
 }
 
-# Tracing ResNet-1202's 600 blocks takes seconds; its count runs under -m slow.
-SLOW_TO_TRACE = {"resnet1202"}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=[pytest.mark.slow] if n in SLOW_TO_TRACE else [])
-    for n in list_models()])
+# Tracing the deeper siblings (ResNet-1202's 600 blocks, DenseNet-201, ...)
+# takes seconds each; their counts run under -m slow.
+@pytest.mark.parametrize("name", slow_if_deeper(list_models()))
 def test_parameter_count_and_output_shape(name):
   model = create_model(name)
   x = jax.ShapeDtypeStruct((2, *model_input_shape(name)),

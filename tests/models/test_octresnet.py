@@ -65,6 +65,7 @@ def test_alpha_is_zero_where_the_authors_code_has_it():
   assert "shortcut" in cifar["stage3_block0"] and "shortcut" not in cifar["stage2_block0"]
 
 
+@pytest.mark.slow  # 4-12 s on 2 cores: the slow tier (and CI) runs it
 def test_flops_fall_with_alpha_at_equal_parameters():
   """Counted FLOPs (2 per multiply-add) at 224x224, every octave path at its
   own resolution, against ResNet-50's (4.089 G multiply-adds, torchvision's

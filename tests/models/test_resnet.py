@@ -15,7 +15,7 @@ from cnnjax.analysis import summarize
 from cnnjax.errors import CnnjaxError
 from cnnjax.layers.residual import PreActBlock, ResidualBlock
 from cnnjax.models import create_model, list_models, model_input_shape
-from conftest import fill_variables
+from conftest import fill_variables, slow_if_deeper
 
 # Parameters for each registered model's default input and classes (224x224x3
 # and 1000 classes; 28^3x1 and 11 classes for the 3D ones). The ResNets,
@@ -109,7 +109,7 @@ def test_every_registered_resnet_has_a_pinned_count():
   assert sorted(_resnet_names()) == sorted(PARAMS)
 
 
-@pytest.mark.parametrize("name", sorted(PARAMS))
+@pytest.mark.parametrize("name", slow_if_deeper(sorted(PARAMS)))
 def test_parameter_count(name):
   assert _count(_abstract_variables(name)["params"]) == PARAMS[name]
 

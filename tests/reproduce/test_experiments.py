@@ -78,7 +78,15 @@ SLOW = ("cifar10/resnet32", "cifar10/resnet44", "cifar10/resnet56", "cifar10/res
         "segmentation/",
         # ResNet-18 detectors (the driver trains a small one by default in
         # tests/train/test_detection_training.py).
-        "detection/")
+        "detection/",
+        # Claims that train two to five small models each (3-7 s on 2 cores);
+        # the claim machinery runs by default in tests/reproduce/test_claims.py
+        # and claims/optimizers smoke-runs here.
+        "claims/dropout", "claims/ensemble", "claims/augmentation",
+        "claims/pooling_shift", "claims/mlp_vs_cnn", "claims/stacked3x3_vs_7x7",
+        # The frequency-band CNN's other two recipes; speech_commands runs
+        # its model and features by default.
+        "speech/freq_cnn_full", "speech/freq_cnn_limited")
 
 # The default suite runs these experiments' data, recipe and model family
 # with a narrow model (the full-size smoke runs are under -m slow).
@@ -231,6 +239,7 @@ def _smoke_run(config, tmp_path, narrow=None):
     assert figures["base"] and all(math.isfinite(v) for v in figures["base"].values())
 
 
+@pytest.mark.slow  # 4-12 s on 2 cores: the slow tier (and CI) runs it
 def test_reproduce_smoke_cli_runs_a_set_into_its_own_results(tmp_path, monkeypatch,
                                                              fast_compiles):
   """`cnnjax reproduce --smoke` trains a filtered set and never touches RESULTS.md."""

@@ -405,6 +405,7 @@ def test_the_plot_shows_the_first_splits_accuracy():
   assert sweep.plot_metric([]) is None
 
 
+@pytest.mark.slow  # 4-12 s on 2 cores: the slow tier (and CI) runs it
 def test_seeds_trained_together_match_seeds_trained_alone(tmp_path):
   """--vmap-seeds: one vmapped step for both seeds, the same numbers."""
   from cnnjax.train import loop

@@ -185,6 +185,7 @@ def test_every_model_family_takes_a_kernel_init(name):
     assert (a.shape, a.dtype) == (b.shape, b.dtype)
 
 
+@pytest.mark.slow  # 4-12 s on 2 cores: the slow tier (and CI) runs it
 def test_layers_of_other_layouts_keep_their_fans():
   """A locally connected kernel's fan-in is its patch, not patch x positions;
   LeNet-5's sparse C3 keeps its own init."""

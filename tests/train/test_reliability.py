@@ -161,6 +161,7 @@ def _sigterm_after(monkeypatch, steps):
   monkeypatch.setattr(loop.SeedGroup, "__init__", init)
 
 
+@pytest.mark.slow  # 4-12 s on 2 cores: the slow tier (and CI) runs it
 def test_a_stop_between_log_steps_resumes_to_the_same_metric_log(
     tmp_path, monkeypatch, reference):
   if threading.current_thread() is not threading.main_thread():

@@ -117,6 +117,7 @@ def test_a_different_config_in_the_same_workdir_is_refused(tmp_path):
         tiny_mnist1d_config(**{"optimizer.learning_rate": 0.5}), str(tmp_path))
 
 
+@pytest.mark.slow  # 4-12 s on 2 cores: the slow tier (and CI) runs it
 def test_a_run_stored_before_a_key_existed_is_still_the_same_run(tmp_path):
   """A key added to cnnjax after a run was stored (absent from its
   config.json) reads as the base default: at that default the run is still
@@ -137,6 +138,7 @@ def test_a_run_stored_before_a_key_existed_is_still_the_same_run(tmp_path):
         num_steps=20, **{"schedule.warmup_from": 0.5}), str(tmp_path))
 
 
+@pytest.mark.slow  # 4-12 s on 2 cores: the slow tier (and CI) runs it
 def test_keeps_the_last_k_and_the_best_checkpoint(tmp_path):
   # best_mode='min' on accuracy makes the (worst) first evaluation the "best".
   config = tiny_mnist1d_config(num_steps=60, eval_every=10, checkpoint_every=10,

@@ -110,6 +110,7 @@ def test_gradient_accumulation_gives_the_big_batch_update():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # 4-12 s on 2 cores: the slow tier (and CI) runs it
 def test_mixup_and_cutmix_change_the_training_batches(tmp_path):
   plain, plain_metrics = _train(_experiment(), 3)
   mixed, mixed_metrics = _train(_experiment(**{"mix.mixup_alpha": 0.4,

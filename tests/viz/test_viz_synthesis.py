@@ -113,6 +113,7 @@ def test_class_model_single_target_and_bad_target():
     registry.get_method("class-model").fn(run, Options(steps=10, target_class=7))
 
 
+@pytest.mark.slow  # 4-12 s on 2 cores: the slow tier (and CI) runs it
 def test_neuron_raises_channel_activation():
   run = tiny_run()
   output = registry.get_method("neuron").fn(run, Options(steps=30))

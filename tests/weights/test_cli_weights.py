@@ -65,6 +65,7 @@ def _torchvision_eval(model, data_dir):
   return float((logits.argmax(1) == labels).float().mean()), loss
 
 
+@pytest.mark.slow  # 4-12 s on 2 cores: the slow tier (and CI) runs it
 def test_convert_then_eval_reproduces_torchvision(tmp_path, torch_file, capsys):
   path, model = torch_file
   data_dir = _folder(tmp_path)
