@@ -1,6 +1,8 @@
 """Where one CPU train step spends its time: cnnjax's compiled step op by op
-against its PyTorch twin's, in one process, with the `cnnjax` command's
-process settings (cnnjax.runtime.setup: XLA flags, allocator).
+against its PyTorch twin's, each in a process of its own (torch's step ran
+30-40% slower after cnnjax's ResNet-18 steps in the same process, BENCHMARKS.md),
+with the `cnnjax` command's process settings (cnnjax.runtime.setup: XLA
+flags, allocator).
 
 cnnjax: `jax.profiler.trace` of --steps steps with XLA's per-thunk trace
 events (--xla_cpu_enable_xprof_traceme), summed by operation: oneDNN FFI
@@ -127,7 +129,19 @@ def main(argv=None):
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--top", type=int, default=20)
   parser.add_argument("--no-torch", action="store_true")
+  parser.add_argument("--only", choices=("cnnjax", "torch"),
+                      help="profile one side in this process (the default runs each side "
+                           "in a child process of its own)")
   args = parser.parse_args(argv)
+  if args.only is None:
+    import subprocess
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for side in ("cnnjax",) if args.no_torch else ("cnnjax", "torch"):
+      code = subprocess.run([sys.executable, os.path.abspath(__file__), *argv,
+                             "--only", side]).returncode
+      if code:
+        return code
+    return 0
   flag = "--xla_cpu_enable_xprof_traceme=true"
   if flag not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
@@ -135,12 +149,13 @@ def main(argv=None):
   from cnnjax.bench.compat import cpu_model
   runtime.setup(compilation_cache=None)
   import jax
-  print(f"{cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__}; "
-        f"{args.model}, batch {args.batch_size}")
-  _table(f"cnnjax ({args.conv_backend} convolutions)",
-         *profile_cnnjax(args.model, args.batch_size, args.image_size, args.conv_backend,
-                         args.steps, args.repeats), args.top)
-  if not args.no_torch:
+  if args.only == "cnnjax":
+    print(f"{cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__}; "
+          f"{args.model}, batch {args.batch_size}")
+    _table(f"cnnjax ({args.conv_backend} convolutions)",
+           *profile_cnnjax(args.model, args.batch_size, args.image_size, args.conv_backend,
+                           args.steps, args.repeats), args.top)
+  else:
     import torch
     _table(f"torch {torch.__version__} (channels-last, {torch.get_num_threads()} threads)",
            *profile_torch(args.model, args.batch_size, args.image_size, args.steps,
