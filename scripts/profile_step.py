@@ -1,6 +1,6 @@
 """Where one CPU train step spends its time: cnnjax's compiled step op by op
 against its PyTorch twin's, each in a process of its own (torch's step ran
-30-40% slower after cnnjax's ResNet-18 steps in the same process, BENCHMARKS.md),
+a third slower after cnnjax's ResNet-18 steps in the same process, BENCHMARKS.md),
 with the `cnnjax` command's process settings (cnnjax.runtime.setup: XLA
 flags, allocator).
 
