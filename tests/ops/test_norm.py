@@ -48,6 +48,21 @@ def test_values_and_gradients_equal_the_definition(shape):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+def test_gradient_of_an_offset_input_equals_the_centred_inputs():
+  """Batch norm ignores a shift of x; the backward pass's reduction,
+  sum(dy * x) - mean * sum(dy), must not lose that in float32 where the
+  mean is ten standard deviations (activations after a ReLU often sit
+  well off zero)."""
+  rng = np.random.default_rng(3)
+  x = rng.standard_normal((64, 8, 8, 16))
+  weights = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+  grad = jax.jit(jax.grad(lambda x: (norm.batch_norm_train(
+      x, jnp.ones(16), jnp.zeros(16), 1e-5)[0] * weights).sum()))
+  centred = grad(jnp.asarray(x - x.mean((0, 1, 2)), jnp.float32))
+  offset = grad(jnp.asarray(x + 10.0, jnp.float32))
+  np.testing.assert_allclose(offset, centred, atol=1e-4 * float(jnp.abs(centred).max()))
+
+
 def test_second_derivatives_through_the_custom_gradient():
   x = jnp.asarray(np.random.default_rng(1).standard_normal((8, 3)), jnp.float32)
   s, b = jnp.ones(3), jnp.zeros(3)
