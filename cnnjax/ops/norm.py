@@ -13,7 +13,7 @@ so the backward pass is one reduction over (x, dy) and one elementwise
 pass, and the forward pass one reduction and one elementwise pass, where
 autodiff of flax's forward gives XLA's CPU backend more passes over the
 activations: BN + ReLU forward and backward at ResNet-20's shapes (batch
-128) take 1.2-1.3x as long through flax's path
+128) take 1.45-1.56x as long through flax's path
 (`scripts/bench_batch_norm.py`, BENCHMARKS.md). Cotangents that
 reach `mean` or `var` (a loss on the statistics themselves) are added in
 JAX; the training step only stores them, and they cost nothing then.
