@@ -28,30 +28,17 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from cnnjax.ops import varying
+
 
 def batch_norm_train(x, scale, shift, epsilon: float):
   """(y, mean, var) of batch normalization over all axes of x but the last;
   scale and shift have x.shape[-1] values. float32 throughout."""
-  # Inside shard_map a per-device x varies over mesh axes that replicated
-  # parameters do not; a custom_vjp's gradients must have its inputs' types,
-  # so the parameters are cast to x's varying axes first (what JAX does
-  # implicitly where they meet x); the cast's transpose sums their
-  # gradients over those axes, as autodiff of the plain path does.
-  scale, shift = (_vary_like(x, p) for p in (scale, shift))
+  # Inside shard_map the parameters vary over x's mesh axes first (what JAX
+  # does implicitly where they meet x), so the custom gradients have their
+  # types; the cast's transpose sums them over the devices (ops.varying).
+  scale, shift = varying.like(x, scale, shift)
   return _batch_norm(x, scale, shift, float(epsilon))
-
-
-def _varying_axes(a) -> set:
-  """The mesh axes over which `a` varies inside shard_map (empty outside);
-  jax 0.10 keeps them in `manual_axis_type.varying`, older jax in `vma`."""
-  aval = jax.typeof(a)
-  manual = getattr(aval, "manual_axis_type", None)
-  return set(manual.varying if manual is not None else getattr(aval, "vma", ()))
-
-
-def _vary_like(x, p):
-  missing = tuple(sorted(_varying_axes(x) - _varying_axes(p)))
-  return lax.pcast(p, missing, to="varying") if missing else p
 
 
 def _statistics(x):

@@ -340,3 +340,29 @@ def test_an_export_holds_xlas_convolutions_whatever_the_backend(restore_backend)
   text = jax.jit(fn).lower(x).as_text()
   assert "cnnjax_dnnl" not in text and "convolution" in text
   assert backend.active() == "onednn"  # Only the export's trace was forced.
+
+
+def test_gradients_inside_shard_map_equal_xlas():
+  """Per-device batch norm runs the model in shard_map, where the batch
+  varies over the mesh axis and the weights do not: the custom gradient must
+  come back with the weights' type and the kernel's results with the batch's
+  (both raised a ValueError before), and the values equal XLA's."""
+  _require_onednn()
+  from jax.sharding import Mesh
+  from jax.sharding import PartitionSpec as P
+  mesh = Mesh(jax.devices()[:1], ("data",))
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.standard_normal((2, 9, 7, 3)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), jnp.float32)
+
+  def grads(conv):
+    def per_device(w, x):
+      loss = lambda w, x: (conv(x, w, (2, 1), ((1, 1), (0, 2)),  # noqa: E731
+                                dimension_numbers=("NHWC", "HWIO", "NHWC")) ** 2).sum()
+      dw, dx = jax.grad(loss, (0, 1))(w, x)
+      return jax.lax.pmean(dw, "data"), dx
+    return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P("data")),
+                                 out_specs=(P(), P("data"))))(w, x)
+
+  for got, want in zip(grads(onednn.conv_general_dilated), grads(lax.conv_general_dilated)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -50,6 +50,7 @@ from jax import lax
 
 from cnnjax import runtime
 from cnnjax.errors import CnnjaxError
+from cnnjax.ops import varying
 
 SOURCE = os.path.join(os.path.dirname(__file__), "conv.cc")
 TARGETS = {"conv_forward": "CnnjaxDnnlConvForward",
@@ -221,12 +222,13 @@ def version() -> str:
 
 
 def _call(name: str, out_shape, dtype, a, b, *, strides, low, high, dilation, groups):
-  # vmap (seeds trained together) runs the handler once per vmapped example.
-  return jax.ffi.ffi_call(f"cnnjax_dnnl_conv_{name}", jax.ShapeDtypeStruct(out_shape, dtype),
+  # vmap (seeds trained together) runs the handler once per vmapped example;
+  # inside shard_map the result varies over the mesh axes its inputs vary over.
+  return varying.union(jax.ffi.ffi_call(f"cnnjax_dnnl_conv_{name}", jax.ShapeDtypeStruct(out_shape, dtype),
                           vmap_method="sequential")(
       a, b, strides=np.asarray(strides, np.int64), padding_low=np.asarray(low, np.int64),
       padding_high=np.asarray(high, np.int64), dilation=np.asarray(dilation, np.int64),
-      groups=np.int64(groups))
+      groups=np.int64(groups)), a, b)
 
 
 def supported(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -287,7 +289,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   attrs = dict(strides=strides, low=low, high=high, dilation=dilation,
                groups=feature_group_count)
   out_shape = (lhs.shape[0], *out_spatial, rhs.shape[-1])
-  return _conv(lhs, rhs, out_shape, tuple(sorted(attrs.items())))
+  # Inside shard_map: replicated weights vary over the batch's axes first, so
+  # the custom gradient has their type (its transpose sums over devices).
+  return _conv(lhs, varying.like(lhs, rhs), out_shape, tuple(sorted(attrs.items())))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
