@@ -28,7 +28,7 @@ if os.environ.get("CNNJAX_TEST_QUICK_COMPILE", "1") != "0":
 # Deeper or wider members of a model family whose shallower member's code
 # the default suite already traces, builds and counts: their own checks
 # (parameter counts, summaries) run in the slow tier (`pytest -m slow`, and
-# in CI). Keeps the default suite within its 5 minutes on 2 cores.
+# in CI), to bring the default suite toward its 5 minutes on 2 cores.
 DEEPER_SIBLINGS = frozenset({
     "resnet1202", "resnet101", "resnet152", "plain101", "plain152",
     "preact_resnet101", "preact_resnet152", "preact_resnet110",
