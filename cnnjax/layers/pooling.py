@@ -113,6 +113,9 @@ def max_pool(x, window, stride=None, padding: Any = "VALID",
   """
   dims, strides, pads, _ = _window_args(x, window, stride, padding,
                                         "max_pool", ceil_mode)
+  if jnp.issubdtype(x.dtype, jnp.floating):  # oneDNN's where chosen and able.
+    from cnnjax.ops import backend
+    return backend.max_pool(x, dims, strides, pads)
   return lax.reduce_window(x, _lowest(x.dtype), lax.max, dims, strides, pads)
 
 

@@ -1,4 +1,5 @@
-"""Which library computes cnnjax's convolutions on the CPU: XLA or oneDNN.
+"""Which library computes cnnjax's convolutions (and max pooling) on the CPU:
+XLA or oneDNN.
 
     config.conv_backend = 'onednn'        # or --config.conv_backend=onednn
     CNNJAX_CONV_BACKEND=onednn            # for any program (config '' reads it)
@@ -7,14 +8,17 @@
 - 'xla' (the default): XLA's convolution, with cnnjax's batch-chunked
   weight gradient (cnnjax.ops.weight_grad).
 - 'onednn': oneDNN's, through jax.ffi (cnnjax.ops.onednn; the `onednn`
-  extra); refused in one sentence where it cannot run.
+  extra), and oneDNN's max pooling as well (cnnjax.ops.onednn.pooling:
+  XLA's CPU gradient of a max pool is several times slower); refused in one
+  sentence where it cannot run.
 - 'auto': oneDNN where it runs, otherwise XLA, saying once, in one line on
   stderr, why not.
 
 `layers.Conv` and `layers.ConvTranspose` (so every model) call
-`conv_general_dilated` here, which reads the choice when a function is
-traced: set it before the first `jit` of a model (the training driver does,
-from the config). GPUs and TPUs always get XLA's convolution.
+`conv_general_dilated` here, and `layers.max_pool` (so `MaxPool`) calls
+`max_pool`; both read the choice when a function is traced: set it before
+the first `jit` of a model (the training driver does, from the config).
+GPUs and TPUs always get XLA's.
 """
 
 from __future__ import annotations
@@ -101,3 +105,14 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     return onednn.conv_general_dilated(*args)
   from cnnjax.ops import weight_grad
   return weight_grad.conv_general_dilated(*args)
+
+
+def max_pool(x, window, strides, padding):
+  """`lax.reduce_window(x, -inf, lax.max, window, strides, padding)` on the
+  active backend: oneDNN's pooling where it takes it (forward and
+  gradient, cnnjax.ops.onednn.pooling), otherwise XLA's."""
+  if active() == "onednn":
+    from cnnjax.ops.onednn import pooling
+    return pooling.max_pool(x, window, strides, padding)
+  from jax import lax
+  return lax.reduce_window(x, -float("inf"), lax.max, window, strides, padding)

@@ -157,6 +157,74 @@ def test_vmapped_seeds_run_the_handler_per_example():
 
 
 # --------------------------------------------------------------------------
+# Max pooling
+
+
+# (x shape without channels, window, stride, padding, ceil_mode): the stems
+# of ResNet and GoogLeNet, VGG's 2x2, 1D and 3D, torch's ceil mode, 'SAME'.
+POOL_CASES = [
+    ((2, 9, 9), 3, 2, 1, False),
+    ((2, 8, 8), 2, 2, 0, False),
+    ((3, 10, 10), 3, 2, 0, True),
+    ((3, 11, 9), 3, 2, "SAME", False),
+    ((2, 7), 3, 1, 1, False),
+    ((2, 5, 6, 7), (2, 3, 2), (2, 1, 2), 0, False),
+    ((1, 6, 5), (3, 2), (1, 2), ((1, 0), (0, 1)), False),
+]
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=[f"pool{i}" for i in range(len(POOL_CASES))])
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+def test_max_pooling_and_its_gradient_equal_xlas(case, ties, restore_backend):
+  """oneDNN's max pooling gives XLA's maxima, and its gradient goes where
+  XLA's select-and-scatter sends it: to each window's first maximum (inputs
+  drawn from {0, 1, 2} make most windows tie)."""
+  _require_onednn()
+  from cnnjax.layers import pooling
+  from cnnjax.ops.onednn import pooling as dnnl_pooling
+  shape, window, stride, padding, ceil_mode = case
+  rng = np.random.default_rng(len(shape) + (7 if ties else 0))
+  values = rng.integers(0, 3, (*shape, 3)) if ties else rng.standard_normal((*shape, 3))
+  x = jnp.asarray(values, jnp.float32)
+  pool = lambda x: pooling.max_pool(x, window, stride, padding, ceil_mode=ceil_mode)  # noqa: E731
+  dims, strides, pads, _ = pooling._window_args(x, window, stride, padding, "max_pool",
+                                                ceil_mode)
+  assert dnnl_pooling.supported(x, dims, strides, pads)
+  backend.set_conv_backend("xla")
+  expected, vjp = jax.vjp(pool, x)
+  cotangent = jnp.asarray(rng.standard_normal(expected.shape), jnp.float32)
+  (wanted,) = vjp(cotangent)
+  backend.set_conv_backend("onednn")
+  text = jax.jit(pool).lower(x).as_text()
+  assert "cnnjax_dnnl_max_pool_inference" in text and "reduce_window" not in text
+  np.testing.assert_array_equal(jax.jit(pool)(x), expected)
+  got = jax.jit(lambda x, g: jax.vjp(pool, x)[1](g)[0])(x, cotangent)
+  # Equal but for the order in which overlapping windows' gradients add up.
+  np.testing.assert_allclose(got, wanted, rtol=1e-6, atol=1e-6)
+  if ties:  # Sending a tie's gradient to every maximum would change the sums.
+    assert float(jnp.sum(got)) == pytest.approx(float(jnp.sum(cotangent)), abs=1e-4)
+
+
+def test_what_onednn_pooling_does_not_take_is_xlas():
+  """Windows over the channels, padding as wide as the window and integer
+  inputs stay with lax.reduce_window; bfloat16 too where this CPU lacks it."""
+  _require_onednn()
+  from cnnjax.ops.onednn import pooling as dnnl_pooling
+  x = jnp.ones((2, 6, 6, 4), jnp.float32)
+  assert dnnl_pooling.supported(x, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+  assert not dnnl_pooling.supported(x, (1, 2, 2, 2), (1, 2, 2, 2), "VALID")
+  assert not dnnl_pooling.supported(x, (1, 2, 2, 1), (1, 1, 1, 1),
+                                    ((0, 0), (2, 2), (0, 0), (0, 0)))
+  assert not dnnl_pooling.supported(x.astype(jnp.int32), (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+  bf16 = dnnl_pooling.supported(x.astype(jnp.bfloat16), (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+  assert bf16 == onednn.has_bfloat16()
+  for args in [((1, 2, 2, 2), (1, 2, 2, 2), "VALID"),
+               ((1, 3, 3, 1), (1, 1, 1, 1), ((0, 0), (3, 3), (3, 3), (0, 0)))]:
+    expected = lax.reduce_window(x, -jnp.inf, lax.max, *args)
+    np.testing.assert_array_equal(dnnl_pooling.max_pool(x, *args), expected)
+
+
+# --------------------------------------------------------------------------
 # Models on both backends
 
 MODELS = [  # name, input shape, overrides: every kind of convolution cnnjax has

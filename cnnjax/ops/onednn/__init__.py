@@ -1,14 +1,16 @@
-"""oneDNN convolutions on the CPU through `jax.ffi` (the `onednn` extra).
+"""oneDNN convolutions and max pooling on the CPU through `jax.ffi` (the
+`onednn` extra).
 
     pip install -e '.[onednn]'          # the oneDNN wheels (about 2 GB)
     CNNJAX_CONV_BACKEND=onednn cnnjax train ...   # or --config.conv_backend=onednn
 
 XLA's CPU convolutions are 2-10x slower than oneDNN's on CNN shapes
 (BENCHMARKS.md, "oneDNN"). This package compiles `conv.cc` (three XLA FFI
-handlers: forward, backward data, backward weights) against the oneDNN
-wheels and jaxlib's FFI headers on first use, into
-`<$XDG_CACHE_HOME or ~/.cache>/cnnjax/onednn/<hash>/`, the hash covering the
-source, the oneDNN version and jaxlib's; registers the handlers with
+handlers: forward, backward data, backward weights) and `pool.cc` (max
+pooling: inference, training, backward; see `pooling`), which share
+`common.h`, into one library against the oneDNN wheels and jaxlib's FFI
+headers on first use, in `<$XDG_CACHE_HOME or ~/.cache>/cnnjax/onednn/<hash>/`,
+the hash covering the sources, the oneDNN version and jaxlib's; registers the handlers with
 `jax.ffi`; and gives `conv_general_dilated`, a drop-in for
 `lax.conv_general_dilated` whose forward pass and both gradients (a
 `custom_vjp`) call them. What oneDNN is not asked to do goes to
@@ -52,13 +54,18 @@ from cnnjax import runtime
 from cnnjax.errors import CnnjaxError
 from cnnjax.ops import varying
 
-SOURCE = os.path.join(os.path.dirname(__file__), "conv.cc")
+HERE = os.path.dirname(__file__)
+SOURCES = tuple(os.path.join(HERE, name) for name in ("conv.cc", "pool.cc"))
+HEADERS = (os.path.join(HERE, "common.h"),)
 TARGETS = {"conv_forward": "CnnjaxDnnlConvForward",
            "conv_backward_data": "CnnjaxDnnlConvBackwardData",
-           "conv_backward_weights": "CnnjaxDnnlConvBackwardWeights"}
+           "conv_backward_weights": "CnnjaxDnnlConvBackwardWeights",
+           "max_pool_inference": "CnnjaxDnnlMaxPoolInference",
+           "max_pool_training": "CnnjaxDnnlMaxPoolTraining",
+           "max_pool_backward": "CnnjaxDnnlMaxPoolBackward"}
 INSTALL = "pip install -e '.[onednn]'"
 # Bumped when the compiler command changes (part of the cache key).
-BUILD = "2"
+BUILD = "3"
 DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 
 _lock = threading.Lock()
@@ -120,11 +127,13 @@ def library_path() -> str:
   one in the cache; returns its path. One build at a time (a file lock), so
   parallel workers wait for the first instead of compiling too."""
   lib, include = _find_installation()
-  with open(SOURCE, "rb") as f:
-    source = f.read()
+  sources = []
+  for path in SOURCES + HEADERS:
+    with open(path, "rb") as f:
+      sources.append(f.read())
   import jaxlib
   key = hashlib.sha256(b"\0".join([
-      source, BUILD.encode(), _dnnl_version(include).encode(), jaxlib.__version__.encode(),
+      *sources, BUILD.encode(), _dnnl_version(include).encode(), jaxlib.__version__.encode(),
       os.path.realpath(lib).encode()])).hexdigest()[:16]
   folder = os.path.join(cache_dir(), key)
   target = os.path.join(folder, "libcnnjax_dnnl.so")
@@ -141,7 +150,7 @@ def library_path() -> str:
       return target
     handle, partial = tempfile.mkstemp(suffix=".so", dir=folder)
     os.close(handle)
-    command = [_compiler(), "-O2", "-std=c++17", "-shared", "-fPIC", SOURCE,
+    command = [_compiler(), "-O2", "-std=c++17", "-shared", "-fPIC", *SOURCES,
                f"-I{jax.ffi.include_dir()}", f"-I{include}", f"-L{lib}", "-ldnnl",
                # DT_RPATH, not RUNPATH: it also finds libdnnl's own
                # dependencies (TBB, the SYCL runtime) in the same folder.

@@ -26,24 +26,13 @@
 #include <string>
 #include <vector>
 
-#include "oneapi/dnnl/dnnl.hpp"
-#include "xla/ffi/api/ffi.h"
+#include "common.h"
 
-namespace ffi = xla::ffi;
+using namespace cnnjax_dnnl;
 
 namespace {
 
 enum Kind : int64_t { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
-
-dnnl::engine& Engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
-
-dnnl::stream& Stream() {
-  static dnnl::stream stream(Engine());
-  return stream;
-}
 
 struct Entry {
   dnnl::primitive primitive;
@@ -53,33 +42,14 @@ struct Entry {
   dnnl::reorder to_blocked, from_blocked;  // built once, with the primitive
 };
 
-std::mutex& Mutex() {
-  static std::mutex mutex;
-  return mutex;
-}
-
 std::map<std::vector<int64_t>, std::unique_ptr<Entry>>& Cache() {
   static std::map<std::vector<int64_t>, std::unique_ptr<Entry>> cache;
   return cache;
 }
 
-using Dims = dnnl::memory::dims;
-using Tag = dnnl::memory::format_tag;
-
-Tag ActivationTag(size_t spatial) {
-  return spatial == 1 ? Tag::nwc : spatial == 2 ? Tag::nhwc : Tag::ndhwc;
-}
-
 Tag WeightsTag(size_t spatial, bool grouped) {
   if (grouped) return spatial == 1 ? Tag::wigo : spatial == 2 ? Tag::hwigo : Tag::dhwigo;
   return spatial == 1 ? Tag::wio : spatial == 2 ? Tag::hwio : Tag::dhwio;
-}
-
-// (N, *spatial, C) as oneDNN's logical (N, C, *spatial).
-Dims ActivationDims(const std::vector<int64_t>& shape) {
-  Dims dims = {shape.front(), shape.back()};
-  dims.insert(dims.end(), shape.begin() + 1, shape.end() - 1);
-  return dims;
 }
 
 // (*window, I/G, O) as (O, I, *window), or (G, O/G, I/G, *window).
@@ -94,11 +64,6 @@ Dims WeightDims(const std::vector<int64_t>& shape, int64_t groups) {
   }
   dims.insert(dims.end(), shape.begin(), shape.end() - 2);
   return dims;
-}
-
-std::vector<int64_t> Shape(const ffi::AnyBuffer& buffer) {
-  auto dims = buffer.dimensions();
-  return std::vector<int64_t>(dims.begin(), dims.end());
 }
 
 struct Geometry {
@@ -189,14 +154,6 @@ ffi::Error Check(const Geometry& g) {
                       "oneDNN convolution: output channels must divide into the groups");
   }
   return ffi::Error::Success();
-}
-
-dnnl::memory::data_type Type(ffi::DataType type) {
-  switch (type) {
-    case ffi::DataType::F32: return dnnl::memory::data_type::f32;
-    case ffi::DataType::BF16: return dnnl::memory::data_type::bf16;
-    default: return dnnl::memory::data_type::undef;
-  }
 }
 
 // a, b: the two operands; out: the result (see the file's comment).
