@@ -225,6 +225,86 @@ def test_what_onednn_pooling_does_not_take_is_xlas():
 
 
 # --------------------------------------------------------------------------
+# Batch norm (+ ReLU)
+
+
+def _xla_batch_norm(x, scale, shift, relu):
+  from cnnjax.ops import norm
+  y, mean, var = norm.batch_norm_train(x, scale, shift, 1e-5)
+  return (jax.nn.relu(y) if relu else y), mean, var
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 6, 16), (3, 50, 70), (2, 3, 4, 5, 8), (37, 24)],
+                         ids=["2d", "1d", "3d", "dense"])
+@pytest.mark.parametrize("relu", [True, False], ids=["relu", "plain"])
+def test_batch_norm_and_its_gradients_equal_xlas(shape, relu):
+  """oneDNN's batch norm (ReLU fused or not) returns XLA's output, batch
+  mean and biased variance, and the same gradients, also where cotangents
+  reach the statistics (a loss on them)."""
+  _require_onednn()
+  from cnnjax.ops.onednn import norm as dnnl_norm
+  rng = np.random.default_rng(sum(shape) + relu)
+  x = jnp.asarray(rng.standard_normal(shape) * 2 + 0.5, jnp.float32)
+  c = shape[-1]
+  scale = jnp.asarray(1 + 0.2 * rng.standard_normal(c), jnp.float32)
+  shift = jnp.asarray(0.2 * rng.standard_normal(c), jnp.float32)
+  ours = lambda x, s, b: dnnl_norm.batch_norm_train(x, s, b, 1e-5, relu)  # noqa: E731
+  theirs = lambda x, s, b: _xla_batch_norm(x, s, b, relu)  # noqa: E731
+  assert "cnnjax_dnnl_batch_norm_forward" in jax.jit(ours).lower(x, scale, shift).as_text()
+  for got, want in zip(jax.jit(ours)(x, scale, shift), theirs(x, scale, shift)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  g = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+  gm, gv = (jnp.asarray(rng.standard_normal(c), jnp.float32) for _ in range(2))
+
+  def loss(f, with_statistics):
+    def value(x, s, b):
+      y, mean, var = f(x, s, b)
+      out = jnp.sum(y * g)
+      return out + jnp.sum(mean * gm) + jnp.sum(var * gv) if with_statistics else out
+    return jax.jit(jax.grad(value, (0, 1, 2)))
+
+  for with_statistics in (False, True):
+    for got, want in zip(loss(ours, with_statistics)(x, scale, shift),
+                         loss(theirs, with_statistics)(x, scale, shift)):
+      np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_norm_modules_choose_onednn_where_it_is_faster(restore_backend):
+  """TorchLikeBatchNorm(relu=True) trains through oneDNN's fused kernel on
+  the oneDNN backend, and without the ReLU only from 64 channels; the
+  variables and the running statistics are XLA's."""
+  _require_onednn()
+  from cnnjax.layers.normalization import TorchLikeBatchNorm, norm_relu
+
+  rng = np.random.default_rng(3)
+
+  def trained(channels, relu):
+    x = jnp.asarray(rng.standard_normal((8, 5, 5, channels)) + 1, jnp.float32)
+    module = TorchLikeBatchNorm(use_running_average=False, relu=relu)
+    variables = module.init(jax.random.key(0), x)
+    # A new jit per backend: the choice is read when a function is traced.
+    step = lambda: jax.jit(lambda v, x: module.apply(v, x, mutable=["batch_stats"]))  # noqa: E731
+    return step, variables, x
+
+  for channels, relu, onednn_runs in [(16, True, True), (16, False, False), (64, False, True)]:
+    step, variables, x = trained(channels, relu)
+    backend.set_conv_backend("onednn")
+    f = step()
+    text = f.lower(variables, x).as_text()
+    assert ("cnnjax_dnnl_batch_norm_forward" in text) == onednn_runs
+    got = f(variables, x)
+    backend.set_conv_backend("xla")
+    f = step()
+    assert "cnnjax_dnnl" not in f.lower(variables, x).as_text()
+    want = f(variables, x)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  # norm_relu: one module with the ReLU for TorchLikeBatchNorm, two calls otherwise.
+  assert norm_relu(TorchLikeBatchNorm, jax.nn.relu).relu
+  assert not isinstance(norm_relu(TorchLikeBatchNorm, jax.nn.gelu), TorchLikeBatchNorm)
+
+
+# --------------------------------------------------------------------------
 # Models on both backends
 
 MODELS = [  # name, input shape, overrides: every kind of convolution cnnjax has
@@ -433,4 +513,38 @@ def test_gradients_inside_shard_map_equal_xlas():
                                  out_specs=(P(), P("data"))))(w, x)
 
   for got, want in zip(grads(onednn.conv_general_dilated), grads(lax.conv_general_dilated)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_pooling_and_batch_norm_gradients_inside_shard_map_equal_xlas():
+  """The same types for oneDNN's batch norm (replicated scale and shift) and
+  max pooling inside shard_map."""
+  _require_onednn()
+  from jax.sharding import Mesh
+  from jax.sharding import PartitionSpec as P
+
+  from cnnjax.ops.onednn import norm as dnnl_norm
+  from cnnjax.ops.onednn import pooling as dnnl_pooling
+  mesh = Mesh(jax.devices()[:1], ("data",))
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.standard_normal((2, 9, 7, 8)), jnp.float32)
+  scale = jnp.asarray(1 + 0.1 * rng.standard_normal(8), jnp.float32)
+  shift = jnp.asarray(0.1 * rng.standard_normal(8), jnp.float32)
+  window, strides, pads = (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0))
+
+  def grads(norm, pool):
+    def per_device(scale, shift, x):
+      def loss(scale, shift, x):
+        y = norm(x, scale, shift)
+        return (pool(y, window, strides, pads) ** 2).sum()
+      ds, db, dx = jax.grad(loss, (0, 1, 2))(scale, shift, x)
+      return jax.lax.pmean(ds, "data"), jax.lax.pmean(db, "data"), dx
+    return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P("data")),
+                                 out_specs=(P(), P(), P("data"))))(scale, shift, x)
+
+  ours = grads(lambda x, s, b: dnnl_norm.batch_norm_train(x, s, b, 1e-5, True)[0],
+               dnnl_pooling.max_pool)
+  theirs = grads(lambda x, s, b: _xla_batch_norm(x, s, b, True)[0],
+                 lambda x, *a: lax.reduce_window(x, -jnp.inf, lax.max, *a))
+  for got, want in zip(ours, theirs):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
