@@ -18,7 +18,7 @@ from cnnjax.layers.local import LocallyConnected  # noqa: F401
 from cnnjax.layers.normalization import (BatchNorm,  # noqa: F401
                                          LocalResponseNorm,
                                          TorchLikeBatchNorm, batch_norm,
-                                         local_response_norm, norm_relu)
+                                         local_response_norm)
 from cnnjax.layers.pooling import (AdaptiveAvgPool,  # noqa: F401
                                    AdaptiveMaxPool, AvgPool, ChannelMaxPool,
                                    GlobalAvgPool, GlobalMaxPool, LPPool,

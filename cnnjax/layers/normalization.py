@@ -122,20 +122,10 @@ class TorchLikeBatchNorm(nn.BatchNorm):
   Channels are the last axis, any rank: (B, C), (B, W, C), (B, H, W, C), ...
   Pass `use_running_average=not train` at construction or call time and
   `mutable=['batch_stats']` to `apply` when training.
-
-  `relu=True` passes the output through a ReLU: the same as `nn.relu` after
-  the module (same variables), but on the oneDNN backend a training call
-  computes both in one oneDNN primitive each way (`cnnjax.ops.onednn.norm`).
-  `norm_relu` builds it where a block has a norm factory and an activation;
-  the ResNet and DenseNet families do so for every BN followed by a ReLU. As
-  with timm's `BatchNormAct2d`, the module's output (what
-  `capture_intermediates` records under its name) is then after the ReLU,
-  on every backend.
   """
   momentum: float = 0.9
   epsilon: float = 1e-5
   unbiased_running_var: bool = True
-  relu: bool = False
 
   @nn.compact
   def __call__(self, x, use_running_average: bool | None = None, *,
@@ -157,12 +147,6 @@ class TorchLikeBatchNorm(nn.BatchNorm):
     if (not use_running_average and not self.is_initializing()
         and self._fast_applies(x, feature_axes, mask)):
       return self._fast_train(x, feature_shape, reduction_axes, ra_mean, ra_var)
-    y = self._flax_call(x, use_running_average, mask, feature_axes, reduction_axes,
-                        ra_mean, ra_var)
-    return nn.relu(y) if self.relu else y
-
-  def _flax_call(self, x, use_running_average, mask, feature_axes, reduction_axes,
-                 ra_mean, ra_var):
     if use_running_average:
       mean, var = ra_mean.value, ra_var.value
       if not self.force_float32_reductions:
@@ -208,12 +192,7 @@ class TorchLikeBatchNorm(nn.BatchNorm):
              if self.use_scale else jnp.ones(feature_shape, jnp.float32))
     shift = (self.param("bias", self.bias_init, feature_shape, self.param_dtype)
              if self.use_bias else jnp.zeros(feature_shape, jnp.float32))
-    if _onednn_takes(x, scale, shift, self.relu):
-      from cnnjax.ops.onednn import norm as dnnl_norm
-      y, mean, var = dnnl_norm.batch_norm_train(x, scale, shift, self.epsilon, self.relu)
-    else:
-      y, mean, var = norm.batch_norm_train(x, scale, shift, self.epsilon)
-      y = nn.relu(y) if self.relu else y
+    y, mean, var = norm.batch_norm_train(x, scale, shift, self.epsilon)
     batch_var = var
     if self.unbiased_running_var:
       batch_var = var * self._bessel_factor(x, reduction_axes, None, var.dtype)
@@ -235,29 +214,6 @@ class TorchLikeBatchNorm(nn.BatchNorm):
                    axis_index_groups=self.axis_index_groups)
     n = jnp.asarray(n, dtype)
     return jnp.where(n > 1, n / jnp.maximum(n - 1, 1), 1).astype(dtype)
-
-
-def _onednn_takes(x, scale, shift, relu: bool) -> bool:
-  """Whether the oneDNN backend is chosen and computes this training call
-  at least as fast as XLA (cnnjax.ops.onednn.norm)."""
-  from cnnjax.ops import backend
-  if backend.active() != "onednn":
-    return False
-  from cnnjax.ops.onednn import norm as dnnl_norm
-  return dnnl_norm.supported(x, scale, shift) and dnnl_norm.worth_it(x, relu)
-
-
-def norm_relu(norm, act, **kwargs):
-  """`norm(**kwargs)` followed by `act`, as one module callable on x: a
-  `TorchLikeBatchNorm(relu=True)` when `norm` makes TorchLikeBatchNorms and
-  `act` is the ReLU (fused on oneDNN; the same variables either way),
-  otherwise `act(norm(**kwargs)(x))`."""
-  base = norm.func if hasattr(norm, "func") else norm
-  if act in (nn.relu, jax.nn.relu) and isinstance(base, type) and issubclass(
-      base, TorchLikeBatchNorm):
-    return norm(relu=True, **kwargs)
-  module = norm(**kwargs)
-  return lambda x, *args, **kw: act(module(x, *args, **kw))
 
 
 def batch_norm(*, train: bool, **kwargs: Any) -> TorchLikeBatchNorm:

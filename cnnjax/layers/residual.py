@@ -36,7 +36,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.errors import CnnjaxError
-from cnnjax.layers.normalization import norm_relu
 
 ModuleDef = Any
 
@@ -142,10 +141,10 @@ class ResidualBlock(nn.Module):
     stride1, stride3 = ((self.strides, 1) if self.stride_1x1 else
                         (1, self.strides))
     y = self.conv(inner, 1, strides=stride1, padding=0, name="conv1")(y)
-    y = norm_relu(self.norm, self.act, name=f"bn{bn}")(y)
+    y = self.act(self.norm(name=f"bn{bn}")(y))
     y = self.conv(inner, 3, strides=stride3, padding=1,
                   feature_group_count=self.groups, name="conv2")(y)
-    return norm_relu(self.norm, self.act, name=f"bn{bn + 1}")(y)
+    return self.act(self.norm(name=f"bn{bn + 1}")(y))
 
   def _dropout(self, y):
     return y if self.dropout is None else self.dropout(name="dropout")(y)
@@ -184,7 +183,7 @@ class BasicBlock(ResidualBlock):
     self._check_basic()
     y = self.conv(self.features, 3, strides=self.strides, padding=1,
                   name="conv1")(x)
-    y = self._dropout(norm_relu(self.norm, self.act, name="bn1")(y))
+    y = self._dropout(self.act(self.norm(name="bn1")(y)))
     y = self.conv(self.features, 3, padding=1, name="conv2")(y)
     return self._add(x, self.norm(name="bn2", **_last_bn(self.zero_init))(y))
 
@@ -224,7 +223,7 @@ class PreActBlock(ResidualBlock):
     """(branch input, shortcut input)."""
     if self.preact == "none":
       return x, x
-    a = norm_relu(self.norm, self.act, name="bn1")(x)
+    a = self.act(self.norm(name="bn1")(x))
     return (a, a) if self.preact == "both" else (a, x)
 
   def _last_conv(self, y, features: int, kernel: int, name: str):
@@ -242,7 +241,7 @@ class PreActBasicBlock(PreActBlock):
     y, s = self._split(x)
     y = self.conv(self.features, 3, strides=self.strides, padding=1,
                   name="conv1")(y)
-    y = norm_relu(self.norm, self.act, name="bn2")(y)
+    y = self.act(self.norm(name="bn2")(y))
     return self._add(s, self._last_conv(y, self.features, 3, "conv2"))
 
 

@@ -49,14 +49,14 @@ class DenseLayer(nn.Module):
   @nn.compact
   def __call__(self, x):  # (B, H, W, c) -> (B, H, W, k)
     if self.bottleneck_width:
-      x = layers.norm_relu(self.norm, self.act, name="bn1")(x)
+      x = self.act(self.norm(name="bn1")(x))
       x = self.conv(self.bottleneck_width * self.growth_rate, kernel_size=1,
                     name="conv1")(x)
-      x = layers.norm_relu(self.norm, self.act, name="bn2")(x)
+      x = self.act(self.norm(name="bn2")(x))
       x = self.conv(self.growth_rate, kernel_size=3, padding=1,
                     name="conv2")(x)
     else:
-      x = layers.norm_relu(self.norm, self.act, name="bn")(x)
+      x = self.act(self.norm(name="bn")(x))
       x = self.conv(self.growth_rate, kernel_size=3, padding=1, name="conv")(x)
     if self.dropout is not None:
       x = self.dropout()(x)
@@ -91,7 +91,7 @@ class Transition(nn.Module):
 
   @nn.compact
   def __call__(self, x):  # (B, H, W, c) -> (B, H // 2, W // 2, features)
-    x = layers.norm_relu(self.norm, self.act, name="bn")(x)
+    x = self.act(self.norm(name="bn")(x))
     x = self.conv(self.features, kernel_size=1, name="conv")(x)
     return layers.AvgPool(2, 2, name="pool")(x)
 
@@ -174,7 +174,7 @@ class DenseNet(nn.Module):
     if self.stem == "imagenet":
       x = conv(self.init_features, kernel_size=7, strides=2, padding=3,
                name="stem_conv")(x)  # (B, 112, 112, 2k) at 224x224
-      x = layers.norm_relu(norm, act, name="stem_bn")(x)
+      x = act(norm(name="stem_bn")(x))
       x = layers.MaxPool(3, 2, padding=1, name="stem_pool")(x)  # 56x56
     else:
       x = conv(self.init_features, kernel_size=3, padding=1,
@@ -186,7 +186,7 @@ class DenseNet(nn.Module):
       if i + 1 < len(self.block_sizes):
         channels = int(math.floor(channels * self.compression))
         x = Transition(channels, conv, norm, act, name=f"transition{i + 1}")(x)
-    x = layers.norm_relu(norm, act, name="final_bn")(x)
+    x = act(norm(name="final_bn")(x))
     x = layers.GlobalAvgPool(name="avgpool")(x)  # (B, channels)
     return layers.classify(x, self.num_classes, dtype=self.dtype,
                            param_dtype=self.param_dtype)

@@ -287,7 +287,7 @@ class ResidualNetwork(nn.Module):
     else:
       x = conv(stem_width, 3, padding=1, name="stem_conv")(x)
     if self.stem != "conv":
-      x = layers.norm_relu(norm, act, name="stem_bn")(x)  # (B, 112, 112, 64) at 224
+      x = act(norm(name="stem_bn")(x))  # (B, 112, 112, 64) at 224
     if self.stem == "imagenet":
       # (B, 56, 56, 64) at 224.
       x = layers.MaxPool(3, 2, padding=1, name="stem_pool")(x)
@@ -302,7 +302,7 @@ class ResidualNetwork(nn.Module):
         x = block(planes, strides=strides, name=f"stage{s + 1}_block{b}",
                   **extra)(x)
     if block_cls.preactivation:  # The last block's sum is not normalised yet.
-      x = layers.norm_relu(norm, act, name="final_bn")(x)
+      x = act(norm(name="final_bn")(x))
     x = layers.GlobalAvgPool(name="pool")(x)  # (B, C)
     return layers.classify(x, self.num_classes, dtype=self.dtype,
                            param_dtype=self.param_dtype)

@@ -55,16 +55,14 @@ from cnnjax.errors import CnnjaxError
 from cnnjax.ops import varying
 
 HERE = os.path.dirname(__file__)
-SOURCES = tuple(os.path.join(HERE, name) for name in ("conv.cc", "pool.cc", "norm.cc"))
+SOURCES = tuple(os.path.join(HERE, name) for name in ("conv.cc", "pool.cc"))
 HEADERS = (os.path.join(HERE, "common.h"),)
 TARGETS = {"conv_forward": "CnnjaxDnnlConvForward",
            "conv_backward_data": "CnnjaxDnnlConvBackwardData",
            "conv_backward_weights": "CnnjaxDnnlConvBackwardWeights",
            "max_pool_inference": "CnnjaxDnnlMaxPoolInference",
            "max_pool_training": "CnnjaxDnnlMaxPoolTraining",
-           "max_pool_backward": "CnnjaxDnnlMaxPoolBackward",
-           "batch_norm_forward": "CnnjaxDnnlBatchNormForward",
-           "batch_norm_backward": "CnnjaxDnnlBatchNormBackward"}
+           "max_pool_backward": "CnnjaxDnnlMaxPoolBackward"}
 INSTALL = "pip install -e '.[onednn]'"
 # Bumped when the compiler command changes (part of the cache key).
 BUILD = "3"
