@@ -110,9 +110,14 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
 def max_pool(x, window, strides, padding):
   """`lax.reduce_window(x, -inf, lax.max, window, strides, padding)` on the
   active backend: oneDNN's pooling where it takes it (forward and
-  gradient, cnnjax.ops.onednn.pooling), otherwise XLA's."""
+  gradient, cnnjax.ops.onednn.pooling), otherwise XLA's, on the CPU with
+  cnnjax's window-offset gradient (cnnjax.ops.pool_grad)."""
   if active() == "onednn":
     from cnnjax.ops.onednn import pooling
     return pooling.max_pool(x, window, strides, padding)
+  import jax
+  if jax.default_backend() == "cpu":
+    from cnnjax.ops import pool_grad
+    return pool_grad.max_pool(x, window, strides, padding)
   from jax import lax
   return lax.reduce_window(x, -float("inf"), lax.max, window, strides, padding)
