@@ -9,9 +9,9 @@ XLA's CPU convolutions are 2-10x slower than oneDNN's on CNN shapes
 handlers: forward, backward data, backward weights) and `pool.cc` (max
 pooling: inference, training, backward; see `pooling`), which share
 `common.h`, into one library against the oneDNN wheels and jaxlib's FFI
-headers on first use, in `<$XDG_CACHE_HOME or ~/.cache>/cnnjax/onednn/<hash>/`,
-the hash covering the sources, the oneDNN version and jaxlib's; registers the handlers with
-`jax.ffi`; and gives `conv_general_dilated`, a drop-in for
+headers on first use, in `<$XDG_CACHE_HOME or ~/.cache>/cnnjax/onednn/<hash>/`
+(the hash covers the sources, the oneDNN version and jaxlib's); registers
+the handlers with `jax.ffi`; and gives `conv_general_dilated`, a drop-in for
 `lax.conv_general_dilated` whose forward pass and both gradients (a
 `custom_vjp`) call them. What oneDNN is not asked to do goes to
 `fallback` (cnnjax.ops.weight_grad's convolution): inputs that are not
