@@ -13,9 +13,9 @@ two runs): ResNet's stem pool (3x3 / 2 over 32x112x112x64) 32-38 ms here,
 289-337 ms with JAX's select-and-scatter, 39 ms in PyTorch.
 
 What oneDNN is not asked to do goes to `cnnjax.ops.pool_grad` (XLA):
-windows over the batch or channel axes, padding as wide as the window (a window could then
-hold padding only), dtypes other than float32 (bfloat16 where oneDNN has it
-on this CPU), and backends other than the CPU.
+windows over the batch or channel axes, padding as wide as the window (a
+window could then hold padding only), dtypes other than float32 (bfloat16
+where oneDNN has it on this CPU), and backends other than the CPU.
 """
 
 from __future__ import annotations
