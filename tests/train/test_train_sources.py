@@ -10,7 +10,7 @@ from cnnjax.config import base_config, set_value
 from cnnjax.errors import CnnjaxError
 from cnnjax.train import loop
 from cnnjax.ops import random as random_ops
-from test_sources import make_folder
+from data_fixtures import make_folder
 
 
 def _config(**changes):
