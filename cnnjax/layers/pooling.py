@@ -28,6 +28,7 @@ from jax import lax
 
 from cnnjax.errors import CnnjaxError
 from cnnjax.layers.conv import check_window_fits, normalize_padding, spatial_tuple
+from cnnjax.ops import pool_grad
 
 
 def _spatial_ndim(x, what: str) -> int:
@@ -89,19 +90,8 @@ def _window_args(x, window, stride, padding, what: str,
   return (1,) + window + (1,), (1,) + strides + (1,), padding, extra
 
 
-def _lowest(dtype) -> Any:
-  """The identity of max: -inf for floats, the smallest integer otherwise.
-
-  A Python scalar, not an array: only then does `lax.reduce_window` see the
-  monoid and use `reduce_window_max`, which has a gradient.
-  """
-  if jnp.issubdtype(dtype, jnp.inexact):
-    return -float("inf")
-  return int(jnp.iinfo(dtype).min)
-
-
 def _zero(dtype) -> Any:
-  """The identity of addition as a Python scalar (see `_lowest`)."""
+  """The identity of addition as a Python scalar (see `pool_grad.lowest`)."""
   return 0.0 if jnp.issubdtype(dtype, jnp.inexact) else 0
 
 
@@ -116,7 +106,7 @@ def max_pool(x, window, stride=None, padding: Any = "VALID",
   if jnp.issubdtype(x.dtype, jnp.floating):  # oneDNN's where chosen and able.
     from cnnjax.ops import backend
     return backend.max_pool(x, dims, strides, pads)
-  return lax.reduce_window(x, _lowest(x.dtype), lax.max, dims, strides, pads)
+  return lax.reduce_window(x, pool_grad.lowest(x.dtype), lax.max, dims, strides, pads)
 
 
 def avg_pool(x, window, stride=None, padding: Any = "VALID",

@@ -33,10 +33,27 @@ from jax import lax
 MAX_WINDOW = 32
 
 
+def lowest(dtype):
+  """The identity of max: -inf for floats, the smallest integer otherwise.
+
+  A Python scalar, not an array: only then does `lax.reduce_window` see the
+  monoid and use `reduce_window_max`, which has a gradient.
+  """
+  if jnp.issubdtype(dtype, jnp.inexact):
+    return -float("inf")
+  return int(jnp.iinfo(dtype).min)
+
+
+def explicit_padding(shape, window, strides, padding) -> tuple[tuple[int, int], ...]:
+  """lax's padding ('SAME', 'VALID' or (low, high) pairs, one per dim of
+  `shape`) as a tuple of int pairs."""
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(shape, window, strides, padding)
+  return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
 def _reference(x, window, strides, padding):
-  lowest = (-float("inf") if jnp.issubdtype(x.dtype, jnp.floating)
-            else int(jnp.iinfo(x.dtype).min))  # A Python scalar: lax's max monoid.
-  return lax.reduce_window(x, lowest, lax.max, window, strides, padding)
+  return lax.reduce_window(x, lowest(x.dtype), lax.max, window, strides, padding)
 
 
 def max_pool(x, window, strides, padding):
@@ -46,9 +63,7 @@ def max_pool(x, window, strides, padding):
   MAX_WINDOW elements get lax's own."""
   if not jnp.issubdtype(x.dtype, jnp.floating) or math.prod(window) > MAX_WINDOW:
     return _reference(x, window, strides, padding)
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(x.shape, window, strides, padding)
-  pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+  pads = explicit_padding(x.shape, window, strides, padding)
   return _max_pool(x, (tuple(window), tuple(strides), pads))
 
 
@@ -83,3 +98,4 @@ def _backward(geometry, residuals, dy):
 
 
 _max_pool.defvjp(_forward, _backward)
+

@@ -26,20 +26,12 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from cnnjax.ops import onednn, varying
+from cnnjax.ops import onednn, pool_grad, varying
 
 
 def _reference(x, window, strides, padding):
-  from cnnjax.ops import pool_grad
   return pool_grad.max_pool(x, window, strides, padding)
-
-
-def _explicit(x, window, strides, padding):
-  if isinstance(padding, str):
-    return tuple(lax.padtype_to_pads(x.shape, window, strides, padding))
-  return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 
 def _geometry(x, window, strides, padding):
@@ -52,7 +44,7 @@ def _geometry(x, window, strides, padding):
   if dtype not in onednn.DTYPES or (dtype == jnp.dtype(jnp.bfloat16)
                                     and not onednn.has_bfloat16()):
     return None
-  pads = _explicit(x, window, strides, padding)
+  pads = pool_grad.explicit_padding(x.shape, window, strides, padding)
   if (window[0], window[-1], strides[0], strides[-1]) != (1, 1, 1, 1) or pads[0] != (0, 0) \
       or pads[-1] != (0, 0):
     return None
