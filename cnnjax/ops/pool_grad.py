@@ -98,4 +98,3 @@ def _backward(geometry, residuals, dy):
 
 
 _max_pool.defvjp(_forward, _backward)
-

@@ -14,7 +14,6 @@ from cnnjax.errors import CnnjaxError
 from data_fixtures import CLASSES, make_folder
 
 
-
 def _cfg(**kw):
   base = dict(name="image_folder", data_dir="", image_size=0, max_device_mb=4096,
               train_split="", eval_splits=(), shuffle_buffer=64, download=False,
