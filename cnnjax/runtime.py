@@ -106,6 +106,11 @@ def apply_malloc_defaults() -> bool:
   return done
 
 
+def malloc_defaults_applied() -> bool:
+  """Whether this process runs with the settings of `apply_malloc_defaults`."""
+  return _malloc_applied == [True]
+
+
 def user_cache_dir(*parts: str) -> str:
   """<$XDG_CACHE_HOME or ~/.cache>/cnnjax/<parts>: cnnjax's files that can be
   made again (compiled programs, the oneDNN library)."""

@@ -6,7 +6,10 @@ weight decay, BatchNorm statistics, metrics) on one synthetic batch that
 stays on the device, data-parallel over the devices as in training. It
 reports:
 
-  images_per_s     median over `repeats` timed runs of `steps` steps each,
+  images_per_s     median over `repeats` timed runs of `steps` steps each
+                   (by default as many as take about RUN_SECONDS, at least
+                   10: a LeNet-5 step is milliseconds, and runs that short
+                   time the machine's hiccups rather than the step),
                    after `warmup` steps; steps are dispatched without host
                    syncs and the run ends with one block_until_ready.
   compile_s        tracing, lowering and compiling the step.
@@ -21,6 +24,8 @@ reports:
 With `compare='torch'` the same network (`cnnjax.bench.torch_models`) trains
 on the same batch shape in PyTorch eager, timed the same way, in both memory
 layouts (channels-first and channels-last; the faster one is the reference),
+in a process of its own (`torch_process.py`: one process with both
+frameworks' thread pools slows each of them; `torch_process='same'` is that),
 and `ratio` = images_per_s / torch_images_per_s. The timed runs then take
 turns (`interleaved_rates`: one run of cnnjax and of each layout per round,
 in rotating order), so that a slow spell of a shared machine falls on every
@@ -29,9 +34,14 @@ contender alike instead of on whichever was being timed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
+import os
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -44,6 +54,9 @@ from cnnjax.errors import CnnjaxError
 from cnnjax.ops import random as random_ops
 
 DTYPES = ("float32", "bfloat16")
+# Timed runs without --steps last about this long.
+RUN_SECONDS = 1.0
+MIN_STEPS, MAX_STEPS = 10, 1000
 LEARNING_RATE, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4
 
 # Dense peak FLOP/s by device kind (datasheets): (float32, bfloat16). On
@@ -64,7 +77,7 @@ class Options:
   model: str
   batch_size: int = 128
   dtype: str = "float32"
-  steps: int = 10
+  steps: int | None = None  # None: auto_steps
   repeats: int = 5
   warmup: int = 3
   image_size: int | None = None
@@ -72,13 +85,16 @@ class Options:
   num_devices: int = 0
   compare: str | None = None  # 'torch'
   torch_layouts: tuple[str, ...] = ("channels_first", "channels_last")
+  # 'separate': the twin trains in a child process of its own
+  # (cnnjax.bench.torch_process); 'same': in this one, beside XLA.
+  torch_process: str = "separate"
 
   def check(self) -> None:
     if self.dtype not in DTYPES:
       raise CnnjaxError(f"--dtype must be one of {', '.join(DTYPES)}, got "
                         f"{self.dtype!r}")
     for name in ("batch_size", "steps", "repeats", "num_classes"):
-      if getattr(self, name) < 1:
+      if getattr(self, name) is not None and getattr(self, name) < 1:
         raise CnnjaxError(f"--{name.replace('_', '-')} must be at least 1, "
                           f"got {getattr(self, name)}")
     if self.warmup < 0:
@@ -90,6 +106,9 @@ class Options:
       raise CnnjaxError(f"--image-size must be positive, got {self.image_size}")
     if self.compare not in (None, "torch"):
       raise CnnjaxError(f"--compare knows 'torch', got {self.compare!r}")
+    if self.torch_process not in ("separate", "same"):
+      raise CnnjaxError(f"--torch-process must be 'separate' or 'same', got "
+                        f"{self.torch_process!r}")
 
 
 def input_shape(options: Options) -> tuple[int, ...]:
@@ -183,6 +202,17 @@ class CompiledStep:
     return metrics
 
 
+def auto_steps(run, seconds: float = RUN_SECONDS) -> int:
+  """Steps for a timed run of about `seconds` (MIN_STEPS to MAX_STEPS), from
+  the median of three timed single steps of `run(n)`."""
+  times = []
+  for _ in range(3):
+    start = time.perf_counter()
+    run(1)
+    times.append(time.perf_counter() - start)
+  return int(min(MAX_STEPS, max(MIN_STEPS, math.ceil(seconds / statistics.median(times)))))
+
+
 def compile_step(options: Options) -> CompiledStep:
   """Builds and compiles cnnjax's train step for `options` (synthetic data)."""
   from cnnjax.models.registry import create_model
@@ -234,6 +264,8 @@ def prepare_cnnjax(options: Options) -> Timed:
   flops = float(cost.get("flops", float("nan"))) * step.num_devices
   if options.warmup:
     step.run(options.warmup)
+  if options.steps is None:
+    options.steps = auto_steps(step.run)
   holder = []
 
   def finish(rates: list[float]) -> dict[str, Any]:
@@ -276,13 +308,24 @@ def _import_torch():
   return torch
 
 
-def prepare_torch(options: Options, layout: str) -> Timed:
-  """The PyTorch twin's eager train step, on the same batch shape, warmed up."""
+def _torch_available() -> None:
+  """Fails unless PyTorch can be imported, without importing it here (the
+  twin may train in a process of its own)."""
+  import importlib.util
+  if importlib.util.find_spec("torch") is None:
+    _import_torch()
+
+
+def prepare_torch(options: Options, layout: str, cuda: bool | None = None) -> Timed:
+  """The PyTorch twin's eager train step, on the same batch shape, warmed up
+  (on a GPU if `cuda` and torch has one; None: if cnnjax's devices are GPUs)."""
   torch = _import_torch()
   from cnnjax.bench.torch_models import create_torch_model, to_torch_input
 
   shape = input_shape(options)
-  use_cuda = jax.devices()[0].platform == "gpu" and torch.cuda.is_available()
+  if cuda is None:
+    cuda = jax.devices()[0].platform == "gpu"
+  use_cuda = cuda and torch.cuda.is_available()
   device = torch.device("cuda" if use_cuda else "cpu")
   torch.manual_seed(0)
   model = create_torch_model(options.model, options.num_classes, shape[-1])
@@ -318,10 +361,69 @@ def prepare_torch(options: Options, layout: str) -> Timed:
     return {"images_per_s": rate, "images_per_s_runs": rates,
             "step_ms": 1000 * options.batch_size / rate,
             "device": str(device), "threads": torch.get_num_threads(),
+            "pid": os.getpid(),
             "version": torch.__version__, "final_loss": losses[-1].item()}
 
   return Timed(lambda: losses.append(run(options.steps)),
                options.steps * options.batch_size, finish)
+
+
+class TorchProcess:
+  """The PyTorch twin in a child process of its own (cnnjax.bench.torch_process,
+  which describes why and the protocol), started and warmed up; `timed(layout)`
+  is one contender for `interleaved_rates`. Use as a context manager."""
+
+  def __init__(self, options, layouts: tuple[str, ...], cuda: bool = False):
+    from cnnjax import runtime
+    request = {"options": dataclasses.asdict(options), "layouts": list(layouts),
+               "cuda": cuda, "malloc_defaults": runtime.malloc_defaults_applied()}
+    self.count = options.steps * options.batch_size
+    self._child = subprocess.Popen(
+        [sys.executable, "-m", "cnnjax.bench.torch_process"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+      self._call(request)
+    except BaseException:
+      self.close()
+      raise
+
+  def _call(self, message: dict[str, Any]) -> dict[str, Any]:
+    try:
+      self._child.stdin.write(json.dumps(message) + "\n")
+      self._child.stdin.flush()
+      line = self._child.stdout.readline()
+    except BrokenPipeError:
+      line = ""
+    if not line:
+      code = self._child.wait()
+      raise CnnjaxError(f"the PyTorch process of --compare torch ended (exit status "
+                        f"{code}) before answering; its message is above")
+    return json.loads(line)
+
+  def timed(self, layout: str):
+    return Timed(run=lambda: self._call({"op": "run", "layout": layout})["seconds"],
+                 count=self.count,
+                 finish=lambda rates: self._call(
+                     {"op": "finish", "layout": layout, "rates": rates}))
+
+  def close(self) -> None:
+    """Ends the child (end of its input) and waits for it."""
+    try:
+      self._child.stdin.close()
+    except BrokenPipeError:
+      pass
+    try:
+      self._child.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+      self._child.kill()
+      self._child.wait()
+    self._child.stdout.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
 
 
 def interleaved_rates(contenders: dict[str, Timed], repeats: int) -> dict[str, list[float]]:
@@ -335,8 +437,10 @@ def interleaved_rates(contenders: dict[str, Timed], repeats: int) -> dict[str, l
     for name in names[shift:] + names[:shift]:
       timed = contenders[name]
       start = time.perf_counter()
-      timed.run()
-      rates[name].append(timed.count / (time.perf_counter() - start))
+      seconds = timed.run()
+      if not isinstance(seconds, float):
+        seconds = time.perf_counter() - start
+      rates[name].append(timed.count / seconds)
   return rates
 
 
@@ -355,22 +459,30 @@ def benchmark_model(options: Options) -> dict[str, Any]:
   """cnnjax's train step for `options.model` (and PyTorch's, to compare)."""
   options.check()
   if options.compare == "torch":
-    _import_torch()  # Fail before the long part.
+    _torch_available()  # Fail before the long part.
   from cnnjax.ops import backend as conv_backend
 
   result = {"model": options.model, "batch_size": options.batch_size,
             "dtype": options.dtype, "steps": options.steps,
             "repeats": options.repeats, **environment(),
             "conv_backend": conv_backend.active()}
-  contenders = {"cnnjax": prepare_cnnjax(options)}
-  if options.compare == "torch":
-    for layout in options.torch_layouts:
-      contenders[layout] = prepare_torch(options, layout)
-  rates = interleaved_rates(contenders, options.repeats)
-  result.update(contenders.pop("cnnjax").finish(rates.pop("cnnjax")))
-  if not contenders:
-    return result
-  runs = {layout: timed.finish(rates[layout]) for layout, timed in contenders.items()}
+  with contextlib.ExitStack() as stack:
+    contenders = {"cnnjax": prepare_cnnjax(options)}
+    result["steps"] = options.steps  # Chosen now if it was None.
+    if options.compare == "torch" and options.torch_process == "separate":
+      child = stack.enter_context(
+          TorchProcess(options, options.torch_layouts,
+                       cuda=jax.devices()[0].platform == "gpu"))
+      contenders.update({layout: child.timed(layout) for layout in options.torch_layouts})
+    elif options.compare == "torch":
+      for layout in options.torch_layouts:
+        contenders[layout] = prepare_torch(options, layout)
+    rates = interleaved_rates(contenders, options.repeats)
+    result.update(contenders.pop("cnnjax").finish(rates.pop("cnnjax")))
+    if not contenders:
+      return result
+    runs = {layout: timed.finish(rates[layout]) for layout, timed in contenders.items()}
+  result["torch_process"] = options.torch_process
   best = max(runs, key=lambda k: runs[k]["images_per_s"])
   result["torch"] = runs
   result["torch_layout"] = best
@@ -410,7 +522,9 @@ def format_result(r: dict[str, Any]) -> str:
       rows.append((f"torch {layout}", f"{t['images_per_s']:.1f} images/s  "
                    f"({t['step_ms']:.1f} ms/step; torch {t['version']}, "
                    f"{t['threads']} threads, {t['device']})"))
-    rows.append(("ratio", f"{r['ratio']:.2f}x  (cnnjax / torch {r['torch_layout']})"))
+    rows.append(("ratio", f"{r['ratio']:.2f}x  (cnnjax / torch {r['torch_layout']}; "
+                 f"torch in {'its own' if r['torch_process'] == 'separate' else 'the same'} "
+                 f"process)"))
   width = max(len(k) for k, _ in rows)
   return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

@@ -240,7 +240,8 @@ def cmd_benchmark(args, overrides: list[str]) -> int:
       model=args.model, batch_size=args.batch_size, dtype=args.dtype,
       steps=args.steps, repeats=args.repeats, warmup=args.warmup,
       image_size=args.image_size, num_classes=args.num_classes,
-      num_devices=args.devices, compare=args.compare)
+      num_devices=args.devices, compare=args.compare,
+      torch_process=args.torch_process)
   if args.json is not None:  # Before the timing, not after it.
     paths.output_file(args.json, "--json")
   result = bench.benchmark_model(options)
@@ -393,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--batch-size", type=int, default=128, help="global batch")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                  help="computation dtype (parameters stay float32)")
-  p.add_argument("--steps", type=int, default=10, help="steps per timed run")
+  p.add_argument("--steps", type=int, help="steps per timed run (default: as "
+                 "many as take about a second, at least 10)")
   p.add_argument("--repeats", type=int, default=5, help="timed runs (median)")
   p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
   p.add_argument("--image-size", type=int, help="square inputs of this size "
@@ -403,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="data-parallel over this many devices (0: all)")
   p.add_argument("--compare", choices=("torch",), help="also time the "
                  "PyTorch twin (needs the bench extra)")
+  p.add_argument("--torch-process", choices=("separate", "same"), default="separate",
+                 help="where the twin trains: in a process of its own, taking "
+                 "turns with cnnjax's runs (default), or in this one")
   p.add_argument("--conv-backend", choices=("xla", "onednn", "auto"),
                  help="which library computes the convolutions on a CPU "
                  "(default: CNNJAX_CONV_BACKEND, else xla; onednn needs the "

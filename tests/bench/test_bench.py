@@ -1,7 +1,10 @@
 """`cnnjax benchmark`: the PyTorch twins, the figures it reports, the CLI."""
 
 import json
+import os
+import shutil
 import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -102,6 +105,9 @@ def test_benchmark_reports_the_figures_and_the_ratio():
                           warmup=1, compare="torch",
                           torch_layouts=("channels_first",))
   r = bench.benchmark_model(options)
+  # The twin trained in a process of its own (the default).
+  assert r["torch_process"] == "separate"
+  assert r["torch"]["channels_first"]["pid"] != os.getpid()
   assert r["images_per_s"] > 0 and r["torch_images_per_s"] > 0
   assert r["ratio"] == pytest.approx(r["images_per_s"] / r["torch_images_per_s"])
   assert r["compile_s"] > 0 and r["peak_memory_bytes"] > 0
@@ -115,8 +121,24 @@ def test_benchmark_reports_the_figures_and_the_ratio():
   assert "ratio" in bench.format_result(r)
 
 
+def test_the_twin_can_train_in_this_process_too():
+  options = bench.Options(model="lenet5", batch_size=8, steps=1, repeats=1, warmup=0,
+                          compare="torch", torch_layouts=("channels_last",),
+                          torch_process="same")
+  r = bench.benchmark_model(options)
+  assert r["torch"]["channels_last"]["pid"] == os.getpid() and r["ratio"] > 0
+  assert "torch in the same process" in bench.format_result(r)
+
+
+def test_a_torch_process_that_ends_early_is_one_sentence(monkeypatch):
+  monkeypatch.setattr(sys, "executable", shutil.which("false"))
+  with pytest.raises(bench.CnnjaxError, match=r"ended \(exit status 1\) before answering"):
+    bench.TorchProcess(bench.Options(model="lenet5", steps=1), ("channels_last",))
+
+
 @pytest.mark.parametrize("change, message", [
     ({"dtype": "float16"}, "--dtype"), ({"steps": 0}, "--steps"),
+    ({"torch_process": "thread"}, "--torch-process"),
     ({"compare": "tf"}, "--compare"), ({"model": "bert"}, "unknown model"),
     ({"model": "kim_cnn_rand"}, "image models")])
 def test_bad_options_are_one_clear_error(change, message):
@@ -190,3 +212,11 @@ def test_contenders_are_timed_in_turns_in_rotating_order():
                    "cnnjax", "cf", "cl"]
   assert {name: len(r) for name, r in rates.items()} == {"cnnjax": 4, "cf": 4, "cl": 4}
   assert all(rate > 0 for r in rates.values() for rate in r)
+
+
+def test_runs_without_steps_last_about_a_second_and_at_least_ten_steps():
+  import time
+  sleep = lambda seconds_per_step: (lambda n: time.sleep(n * seconds_per_step))  # noqa: E731
+  assert bench.auto_steps(sleep(0.01), seconds=0.25) in range(20, 26)
+  assert bench.auto_steps(sleep(0.02), seconds=0.02) == bench.MIN_STEPS
+  assert bench.auto_steps(lambda n: None, seconds=10.0) == bench.MAX_STEPS
