@@ -1,7 +1,7 @@
 """oneDNN convolutions and max pooling on the CPU through `jax.ffi` (the
 `onednn` extra).
 
-    pip install -e '.[onednn]'          # the oneDNN wheels (about 2 GB)
+    pip install -e '.[onednn]'          # oneDNN 3.2 on OpenMP (about 180 MB)
     CNNJAX_CONV_BACKEND=onednn cnnjax train ...   # or --config.conv_backend=onednn
 
 XLA's CPU convolutions are 2-10x slower than oneDNN's on CNN shapes
@@ -21,11 +21,14 @@ other than float32 and bfloat16 (bfloat16 only on CPUs where oneDNN has
 it: AVX-512 bf16 or AMX), a requested `preferred_element_type`, and
 every backend but the CPU.
 
-The wheels are built with oneDNN's SYCL runtime, which finds its CPU device
-through the OpenCL loader: `OCL_ICD_FILENAMES` is pointed at the bundled
-runtime (`<prefix>/lib/libintelocl.so`) before the engine is created, unless
-the user set it. `CNNJAX_ONEDNN_PREFIX` names another installation prefix
-(with lib/libdnnl.so and include/oneapi/dnnl/).
+The extra installs the `onednn-cpu-gomp` wheels: oneDNN's threads are
+OpenMP's (the system's libgomp, or torch's where torch was imported first:
+the same soname). The newer `onednn` wheels work too, but are slower here
+(BENCHMARKS.md): they are built with oneDNN's SYCL runtime, which finds its
+CPU device through the OpenCL loader, so `OCL_ICD_FILENAMES` is pointed at
+the bundled runtime (`<prefix>/lib/libintelocl.so`) before the engine is
+created, unless the user set it. `CNNJAX_ONEDNN_PREFIX` names another
+installation prefix (with lib/libdnnl.so and include/oneapi/dnnl/).
 
 Which backend runs is chosen in cnnjax.ops.backend (config.conv_backend,
 CNNJAX_CONV_BACKEND).
@@ -153,7 +156,8 @@ def library_path() -> str:
     command = [_compiler(), "-O2", "-std=c++17", "-shared", "-fPIC", *SOURCES,
                f"-I{jax.ffi.include_dir()}", f"-I{include}", f"-L{lib}", "-ldnnl",
                # DT_RPATH, not RUNPATH: it also finds libdnnl's own
-               # dependencies (TBB, the SYCL runtime) in the same folder.
+               # dependencies (TBB and SYCL for the `onednn` wheels) in
+               # the same folder.
                "-Wl,--disable-new-dtags", f"-Wl,-rpath,{lib}", "-o", partial]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
