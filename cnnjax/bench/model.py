@@ -457,6 +457,7 @@ def environment() -> dict[str, Any]:
 
 def benchmark_model(options: Options) -> dict[str, Any]:
   """cnnjax's train step for `options.model` (and PyTorch's, to compare)."""
+  options = dataclasses.replace(options)  # Its steps may be chosen below.
   options.check()
   if options.compare == "torch":
     _torch_available()  # Fail before the long part.
