@@ -464,12 +464,11 @@ def benchmark_model(options: Options) -> dict[str, Any]:
   from cnnjax.ops import backend as conv_backend
 
   result = {"model": options.model, "batch_size": options.batch_size,
-            "dtype": options.dtype, "steps": options.steps,
-            "repeats": options.repeats, **environment(),
+            "dtype": options.dtype, "repeats": options.repeats, **environment(),
             "conv_backend": conv_backend.active()}
   with contextlib.ExitStack() as stack:
     contenders = {"cnnjax": prepare_cnnjax(options)}
-    result["steps"] = options.steps  # Chosen now if it was None.
+    result["steps"] = options.steps  # Chosen by prepare_cnnjax if it was None.
     if options.compare == "torch" and options.torch_process == "separate":
       child = stack.enter_context(
           TorchProcess(options, options.torch_layouts,
