@@ -84,6 +84,7 @@ print(applied, sorted(faults)[len(faults) // 4])  # The lower quartile.
 """
 
 
+@pytest.mark.slow  # Two child processes, 7 s.
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator settings")
 def test_the_allocator_settings_stop_each_call_faulting_its_temporaries_in(cli_env):
   """A step's temporary block is served again from the same pages: without

@@ -58,7 +58,10 @@ def tfds_builder(name: str, data_dir: str, download: bool, own_sources=()):
     builder = tfds.builder(name, data_dir=data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as e:
     known = sorted(own_sources)
-    close = difflib.get_close_matches(name, known + list(tfds.list_builders()), n=1)
+    # Without the community index, which is fetched over the network (seconds
+    # without one): the names of the datasets TFDS itself defines.
+    names = tfds.list_builders(with_community_datasets=False)
+    close = difflib.get_close_matches(name, known + list(names), n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     raise CnnjaxError(f"unknown dataset '{name}'{hint} (cnnjax's: "
                       f"{', '.join(known)}; or any TFDS name)") from e

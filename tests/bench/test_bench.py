@@ -121,6 +121,7 @@ def test_benchmark_reports_the_figures_and_the_ratio():
   assert "ratio" in bench.format_result(r)
 
 
+@pytest.mark.slow  # 4 s; the separate process is the default and is tested above.
 def test_the_twin_can_train_in_this_process_too():
   options = bench.Options(model="lenet5", batch_size=8, steps=1, repeats=1, warmup=0,
                           compare="torch", torch_layouts=("channels_last",),

@@ -249,7 +249,8 @@ def quick_compile():
 
 @pytest.mark.usefixtures("quick_compile")
 @pytest.mark.parametrize("experiment, smoke_data", [
-    ("cifar10/resnet20.py", "synthetic"),
+    # 8 s of ResNet-20 compiling; the stand-in path is the same for both.
+    pytest.param("cifar10/resnet20.py", "synthetic", marks=pytest.mark.slow),
     ("mr/kim_cnn_rand.py", "auto"),  # No data_dir: falls back to the stand-in.
 ])
 def test_smoke_run_trains_on_a_standin(tmp_path, experiment, smoke_data):

@@ -328,6 +328,7 @@ def _check_state(ours, theirs, names):
                                err_msg=name)
 
 
+@pytest.mark.slow  # 8 s: a whole ResNet-18 step; the module-level parity above stays.
 def test_resnet18_training_step_matches_torch(monkeypatch):
   """One SGD step of a resnet18 imported from torchvision (random weights,
   non-trivial running statistics) on a (4, 32, 32, 3) batch, in train mode:

@@ -102,7 +102,8 @@ NARROW = {"imagenet/alexnet": {  # The two-GPU layout's groups, 1/6 of the width
 
 
 NARROW_SLOW = ("cifar10/transfer_target", "cifar10/resnet18",
-               "medmnist/resnet18_28/chestmnist")
+               "medmnist/resnet18_28/chestmnist", "imagenet/alexnet",
+               "cifar10/airbench94")
 
 
 def _param(experiment):
@@ -196,11 +197,10 @@ def test_experiment_smoke_run(experiment, tmp_path, fast_compiles):
 
 
 @pytest.mark.parametrize("experiment_id", [
-    # The digits pair already runs reproduce's source-then-target path here;
-    # ResNet-18's CIFAR recipe (8 s) is cifar10/resnet20's, which trains by
-    # default in tests/data/test_standin.py, and the MedMNIST multi-label path
-    # (6 s) trains in tests/train/test_train_sources.py; AlexNet's run is the
-    # default suite's only ImageNet recipe, and stays.
+    # All in the slow tier (5-8 s each, most of it compiling): the default
+    # suite loads and validates every recipe (tests/train/test_train_sources.py),
+    # trains the smaller ones above through the same driver, and the digits
+    # pair runs reproduce's source-then-target path.
     pytest.param(e, marks=pytest.mark.slow) if e in NARROW_SLOW else e
     for e in sorted(NARROW)])
 def test_experiment_smoke_run_with_a_narrow_model(experiment_id, tmp_path, fast_compiles):

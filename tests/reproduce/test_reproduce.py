@@ -6,7 +6,6 @@ import copy
 import json
 import os
 import statistics
-import subprocess
 import sys
 import textwrap
 import types
@@ -17,7 +16,7 @@ from cnnjax import config as config_lib
 from cnnjax import reproduce
 from cnnjax.cli import main
 from cnnjax.errors import CnnjaxError
-from conftest import CLI, EXPERIMENTS
+from conftest import EXPERIMENTS
 
 CNN = os.path.join(EXPERIMENTS, "mnist1d", "cnn.py")
 # The tiny MNIST-1D run of conftest.tiny_mnist1d_config, as experiment-file lines.
@@ -550,20 +549,21 @@ def test_an_interrupted_reproduction_keeps_finished_cards(tmp_path, monkeypatch,
   assert "### a/first" in (tmp_path / "out.md").read_text()
 
 
-def test_cli_list_and_unknown_filter(tmp_path, cli_env):
+def test_cli_list_and_unknown_filter(tmp_path, capsys, monkeypatch):
   write_experiment(tmp_path, "mnist1d/pooled.py", """\
       config.reproduce.average_over = ('optimizer.learning_rate=0.01,0.003',)
       config.reproduce.seeds = 3
       """)
   write_experiment(tmp_path, "mnist1d/base_recipe.py")
+  monkeypatch.chdir(tmp_path)  # `experiments/` is found from the working directory.
 
   def cli(*args):
-    return subprocess.run(CLI + ["reproduce", *args], env=cli_env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    code = main(["reproduce", *args])
+    return types.SimpleNamespace(returncode=code, **capsys.readouterr()._asdict())
 
   out = cli("--list")
-  assert out.returncode == 0, out.stderr
-  lines = out.stdout.splitlines()
+  assert out.returncode == 0, out.err
+  lines = out.out.splitlines()
   assert lines[0].split() == ["id", "metric", "published", "runs", "source"]
   assert lines[1].startswith("mnist1d/pooled  test/accuracy  94.0%      "
                              "6 = 2 settings x 3 seeds  Greydanus & Kobak 2024")
@@ -571,7 +571,7 @@ def test_cli_list_and_unknown_filter(tmp_path, cli_env):
 
   out = cli("--filter", "pooledd")
   assert out.returncode == 2
-  assert out.stderr.strip().splitlines() == [
+  assert out.err.strip().splitlines() == [
       "cnnjax: error: no experiment id contains 'pooledd' (close ones: mnist1d/pooled); "
       "see `cnnjax reproduce --list`"]
 

@@ -81,7 +81,8 @@ def _scores(run, inputs):
   return np.asarray(run.logits(jnp.asarray(inputs)))
 
 
-@pytest.mark.parametrize("which", ["tiny", "trained"])
+@pytest.mark.parametrize("which", [  # The trained run costs 7 s of training.
+    "tiny", pytest.param("trained", marks=pytest.mark.slow)])
 def test_class_model_raises_class_scores(which, request):
   run = tiny_run() if which == "tiny" else request.getfixturevalue("trained_run")
   output = registry.get_method("class-model").fn(run, Options(steps=30))

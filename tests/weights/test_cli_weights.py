@@ -180,6 +180,7 @@ def test_a_converted_run_fine_tunes_through_transfer(tmp_path, torch_file):
   assert not np.array_equal(before["head"]["kernel"], after["head"]["kernel"])
 
 
+@pytest.mark.slow  # 4 s.
 def test_a_converted_run_exports_without_its_data(tmp_path, torch_file):
   """The ImageNet folder is not here: the export builds the model from the
   run's config and records the config's normalization."""
