@@ -102,6 +102,15 @@ def compilation_cache(tmp_path_factory):
   yield cache
 
 
+@pytest.fixture(autouse=True)
+def close_figures():
+  """Figures a test made and did not close go when it ends (pyplot keeps
+  every open figure, and a worker runs hundreds of tests)."""
+  yield
+  plt = sys.modules.get("matplotlib.pyplot")
+  if plt is not None:
+    plt.close("all")
+
 # XLA's CPU backend without LLVM's expensive passes: compiling is most of the
 # cost of a model test on a CPU, and these settings about halve it.
 QUICK_COMPILE = {"xla_backend_optimization_level": 0,
