@@ -61,6 +61,7 @@ def profile_cnnjax(model, batch, image_size, backend_name, steps, repeats):
   path = glob.glob(os.path.join(folder, "**", "*.xplane.pb"), recursive=True)[0]
   data = jax.profiler.ProfileData.from_file(path)
   ops, calls = collections.Counter(), collections.Counter()
+  spans = {"oneDNN calls": [], "XLA's own work": []}
   for plane in data.planes:
     for line in plane.lines:
       if "XLAEigen" not in line.name:  # XLA's thunks run on its Eigen pool.
@@ -71,7 +72,36 @@ def profile_cnnjax(model, batch, image_size, backend_name, steps, repeats):
         name = targets.get(event.name) or re.sub(r"\.\d+$", "", event.name)
         ops[name] += event.duration_ns / 1e6 / steps
         calls[name] += 1 / steps
-  return wall, faults, ops, calls
+        kind = "oneDNN calls" if name.startswith("cnnjax_dnnl") else "XLA's own work"
+        spans[kind].append((event.start_ns, event.start_ns + event.duration_ns))
+  return wall, faults, ops, calls, spans
+
+
+def _busy_ms(spans):
+  """Milliseconds in which at least one of the (start, end) spans (ns) runs."""
+  busy, begin, end = 0, None, None
+  for start, stop in sorted(spans):
+    if end is not None and start <= end:
+      end = max(end, stop)
+      continue
+    if end is not None:
+      busy += end - begin
+    begin, end = start, stop
+  if end is not None:
+    busy += end - begin
+  return busy / 1e6
+
+
+def _busy_table(spans, steps):
+  """XLA runs independent operations on its threads at once, so the sums
+  above count the time two of them overlap twice (torch's are one thread's):
+  the wall time each kind keeps a thread busy, and their overlap."""
+  every = [s for kind in spans.values() for s in kind]
+  print(f"  wall time per step (XLA runs independent operations concurrently, so "
+        f"the sums above can exceed it): busy {_busy_ms(every) / steps:.1f} ms")
+  for kind, kind_spans in spans.items():
+    print(f"    {kind}: {_busy_ms(kind_spans) / steps:.1f} ms busy, "
+          f"{sum(b - a for a, b in kind_spans) / 1e6 / steps:.1f} ms summed")
 
 
 def profile_torch(model, batch, image_size, steps, repeats):
@@ -152,9 +182,10 @@ def main(argv=None):
   if args.only == "cnnjax":
     print(f"{cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__}; "
           f"{args.model}, batch {args.batch_size}")
-    _table(f"cnnjax ({args.conv_backend} convolutions)",
-           *profile_cnnjax(args.model, args.batch_size, args.image_size, args.conv_backend,
-                           args.steps, args.repeats), args.top)
+    *profiled, spans = profile_cnnjax(args.model, args.batch_size, args.image_size,
+                                      args.conv_backend, args.steps, args.repeats)
+    _table(f"cnnjax ({args.conv_backend} convolutions)", *profiled, args.top)
+    _busy_table(spans, args.steps)
   else:
     import torch
     _table(f"torch {torch.__version__} (channels-last, {torch.get_num_threads()} threads)",

@@ -54,6 +54,8 @@ def test_boxes_are_mirrored_with_their_images():
                           ml_collections.ConfigDict({"translate": 2}))
 
 
+@pytest.mark.slow  # 6-9 s; the compiled step (tests/models/test_detection.py) and
+# the COCO evaluator (tests/evaluators) are tested by default.
 def test_the_driver_trains_a_detector_and_reports_coco_map(tmp_path):
   pytest.importorskip("pycocotools")
   from cnnjax.train.loop import train_and_evaluate
