@@ -249,7 +249,8 @@ def quick_compile():
 
 @pytest.mark.usefixtures("quick_compile")
 @pytest.mark.parametrize("experiment, smoke_data", [
-    # 8 s of ResNet-20 compiling; the stand-in path is the same for both.
+    # 8 s of ResNet-20 compiling; 'synthetic' is chosen in test_smoke_data_choices
+    # and a stand-in trains through the driver below.
     pytest.param("cifar10/resnet20.py", "synthetic", marks=pytest.mark.slow),
     ("mr/kim_cnn_rand.py", "auto"),  # No data_dir: falls back to the stand-in.
 ])
