@@ -7,7 +7,9 @@ flags, allocator).
 cnnjax: `jax.profiler.trace` of --steps steps with XLA's per-thunk trace
 events (--xla_cpu_enable_xprof_traceme), summed by operation: oneDNN FFI
 calls by their target, XLA fusions by their kind (the name without its
-number). PyTorch: `torch.profiler` of as many steps of the channels-last
+number), and the wall time in which each kind runs (XLA runs independent
+operations at the same time, so the sums can exceed it). PyTorch:
+`torch.profiler` of as many steps of the channels-last
 twin, self CPU time per aten op. Also the untimed steps' wall time (median of
 --repeats runs of --steps steps each) and minor page faults per step.
 
@@ -93,9 +95,11 @@ def _busy_ms(spans):
 
 
 def _busy_table(spans, steps):
-  """XLA runs independent operations on its threads at once, so the sums
-  above count the time two of them overlap twice (torch's are one thread's):
-  the wall time each kind keeps a thread busy, and their overlap."""
+  """The wall time in which each kind of operation runs. XLA runs
+  independent operations on its threads at once, and a oneDNN call that
+  waits for another (the library runs one at a time) is timed while it
+  waits, so the sums above count such overlaps twice; torch's profile is one
+  thread's time."""
   every = [s for kind in spans.values() for s in kind]
   print(f"  wall time per step (XLA runs independent operations concurrently, so "
         f"the sums above can exceed it): busy {_busy_ms(every) / steps:.1f} ms")
