@@ -111,6 +111,7 @@ def close_figures():
   if plt is not None:
     plt.close("all")
 
+
 # XLA's CPU backend without LLVM's expensive passes: compiling is most of the
 # cost of a model test on a CPU, and these settings about halve it.
 QUICK_COMPILE = {"xla_backend_optimization_level": 0,
